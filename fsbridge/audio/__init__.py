@@ -1,0 +1,1 @@
+"""Audio utilities: WAV files, byte carry and streaming resamplers."""

@@ -1,0 +1,283 @@
+"""Downlink: the model's audio to the caller, and the record of what the caller heard.
+
+``Playout`` owns one direction of one call: audio deltas (24 kHz) → resampler (channel rate) →
+chunker → WAV chunk files in the call's directory → the player (broadcast or sendmsg). PLAYBACK_START
+/ STOP events come back from FreeSWITCH into the ledger, which releases the next chunk and tells the
+barge-in how much of the interrupted item was heard.
+
+Inputs are plain synchronous calls (made by the Realtime dispatcher and the ESL router, both on the
+event loop); the ``run`` coroutine does every awaitable thing (writing and queueing files, the
+re-break, the truncate), so there is exactly one writer to FreeSWITCH for this call's playback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..audio.pcm import ByteCarry
+from ..audio.resample import StreamResampler
+from ..audio.wav import write_wav_atomic
+from .chunker import Chunker, ChunkPolicy
+from .ledger import Chunk, PlayedLedger
+from .player import Player
+
+__all__ = ["Playout", "ReplyStats", "Truncation"]
+
+log = logging.getLogger("fsbridge.call")
+
+
+@dataclass
+class ReplyStats:
+    """Per-reply figures for the summary and metrics (bridge clock, seconds)."""
+
+    response_id: str
+    item_id: str | None = None
+    first_delta_t: float | None = None
+    first_heard_t: float | None = None
+    files: int = 0
+    received_bytes_24k: int = 0
+    gaps_ms: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def first_audio_latency_ms(self) -> float | None:
+        if self.first_delta_t is None or self.first_heard_t is None:
+            return None
+        return (self.first_heard_t - self.first_delta_t) * 1000
+
+
+@dataclass(frozen=True)
+class Truncation:
+    item_id: str
+    audio_end_ms: int
+    heard_ms: float
+    received_ms: float
+
+
+class Playout:
+    def __init__(
+        self,
+        *,
+        rate: int,
+        chunk_dir: Path,
+        player: Player,
+        policy: ChunkPolicy,
+        resampler: StreamResampler,
+        on_truncate: Callable[[Truncation], Awaitable[None]],
+        lead_in_s: float = 0.1,
+        settle_timeout_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.chunk_dir = chunk_dir
+        self.player = player
+        self.policy = policy
+        self.ledger = PlayedLedger(rate)
+        self._resampler = resampler
+        self._carry = ByteCarry()
+        self._on_truncate = on_truncate
+        self._lead_in_s = lead_in_s
+        self._settle_timeout_s = settle_timeout_s
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()  # set at every PLAYBACK_STOP, for waiters
+        self._chunker: Chunker | None = None
+        self._item_id: str | None = None
+        self._response_id: str | None = None
+        self._cancelled: set[str] = set()  # response ids whose audio must not be heard
+        self._received: dict[str, int] = {}  # item_id -> 24 kHz bytes received
+        self._seq = 0
+        self._rebreak = False
+        self._truncate_item: str | None = None
+        self._settle_until = 0.0
+        self._settle_deadline = 0.0
+        self.replies: dict[str, ReplyStats] = {}
+        self.files_written = 0
+        self.bytes_out = 0
+        self._last_stop_t: float | None = None
+
+    # -- inputs (synchronous) -------------------------------------------------------------------
+    def audio(self, response_id: str, item_id: str, pcm24: bytes) -> None:
+        if response_id in self._cancelled:
+            return
+        stats = self.replies.get(response_id)
+        if stats is None:
+            stats = self.replies[response_id] = ReplyStats(response_id)
+        if stats.first_delta_t is None:
+            stats.first_delta_t = self._clock()
+            stats.item_id = item_id
+        stats.received_bytes_24k += len(pcm24)
+        self._received[item_id] = self._received.get(item_id, 0) + len(pcm24)
+        if item_id != self._item_id:
+            self._finish_item()
+            self._item_id, self._response_id = item_id, response_id
+            self._chunker = Chunker(self.rate, self.policy)
+            self.ledger.prune(item_id)
+        pcm = self._carry.feed(pcm24)
+        if pcm and self._chunker is not None:
+            self._chunker.push(self._resampler.process(pcm))
+        self._wake.set()
+
+    def audio_done(self, item_id: str) -> None:
+        if item_id == self._item_id:
+            self._finish_item()
+            self._wake.set()
+
+    def _finish_item(self) -> None:
+        # The resampler is never flushed or reset: its few samples of filter delay simply lead
+        # into the next item, which keeps the stream continuous for the whole call.
+        if self._chunker is not None:
+            self._chunker.finish()
+
+    def play_file(self, path: str, chunk_id: str, duration_ms: float) -> Chunk:
+        """Record a whole file (greeting, apology) that the caller will hear before any reply."""
+        chunk = Chunk(chunk_id, None, None, 0.0, duration_ms, path, self._clock())
+        self.ledger.add(chunk)
+        return chunk
+
+    def playback_started(self, chunk_id: str) -> None:
+        chunk = self.ledger.on_start(chunk_id, self._clock())
+        if chunk is None:
+            return
+        stats = self.replies.get(chunk.response_id or "")
+        if stats is not None:
+            if stats.first_heard_t is None:
+                stats.first_heard_t = chunk.start_t
+            elif self._last_stop_t is not None and chunk.start_t is not None:
+                stats.gaps_ms.append((chunk.start_t - self._last_stop_t) * 1000)
+        if chunk.cancelled or (chunk.response_id in self._cancelled):
+            # The break arrived during this file's lead-in and was lost: break again.
+            chunk.cancelled = True
+            self._rebreak = True
+        self._wake.set()
+
+    def playback_stopped(self, chunk_id: str, status: str, offset_pos: int | None) -> None:
+        chunk = self.ledger.on_stop(chunk_id, self._clock(), status, offset_pos)
+        if chunk is None:
+            return
+        self._last_stop_t = chunk.stop_t
+        if chunk.item_id is not None:  # reply chunks are ours to delete; prompts are not
+            with contextlib.suppress(OSError):
+                os.unlink(chunk.path)
+        self._wake.set()
+        self._stopped.set()
+
+    async def wait_stopped(self, chunk_id: str) -> None:
+        """Return once ``chunk_id`` has stopped playing (or was never queued)."""
+        while True:
+            chunk = self.ledger.get(chunk_id)
+            if chunk is None or not chunk.pending:
+                return
+            self._stopped.clear()
+            await self._stopped.wait()
+
+    @property
+    def busy(self) -> bool:
+        """True while reply audio is queued, playing, or waiting to be cut."""
+        return self.ledger.pending_count() > 0 or bool(self._chunker and self._chunker.has_audio)
+
+    def cancel(self) -> str | None:
+        """Barge-in: drop every unplayed chunk and every later delta of the current reply.
+
+        Returns the item id whose truncation will follow once FreeSWITCH has settled (the playing
+        chunk stopped, and with ``broadcast`` the lead-in window passed), or None if nothing of a
+        model reply was pending.
+        """
+        now = self._clock()
+        item_id = self._item_id if self._response_id not in self._cancelled else None
+        playing = self.ledger.playing()
+        had_queued = any(c.state == "queued" for c in self.ledger)
+        if self._response_id:
+            self._cancelled.add(self._response_id)
+            stats = self.replies.get(self._response_id)
+            if stats:
+                stats.interrupted = True
+        if self._chunker is not None:
+            self._chunker.clear()
+        for chunk in self.ledger.drop_queued():
+            if chunk.item_id is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(chunk.path)
+        if playing is not None and playing.item_id is not None:
+            item_id = playing.item_id
+        if item_id is None or self.ledger.item_fully_played(item_id):
+            return None
+        self._truncate_item = item_id
+        zombie_window = self._lead_in_s + 0.06 if self.player.method == "broadcast" else 0.0
+        self._settle_until = now + (zombie_window if had_queued or playing is None else 0.0)
+        self._settle_deadline = now + self._settle_timeout_s
+        self._wake.set()
+        return item_id
+
+    # -- the coroutine ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.chunk_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            timeout = None
+            if self._truncate_item is not None:
+                timeout = max(0.0, min(self._settle_until, self._settle_deadline) - self._clock())
+                if self._settled():
+                    timeout = 0.0
+            if timeout != 0.0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            if self._rebreak:
+                self._rebreak = False
+                await self.player.break_all()
+            if self._truncate_item is not None and self._settled():
+                await self._send_truncate()
+            await self._queue_ready_chunks()
+
+    def _settled(self) -> bool:
+        now = self._clock()
+        if now >= self._settle_deadline:
+            return True
+        return now >= self._settle_until and self.ledger.playing() is None
+
+    async def _send_truncate(self) -> None:
+        item_id, self._truncate_item = self._truncate_item, None
+        assert item_id is not None
+        heard = self.ledger.heard_ms(item_id, self._clock())
+        received = self._received.get(item_id, 0) / 48  # 24 kHz int16: 48 bytes per ms
+        end_ms = int(max(0.0, min(heard, received)))
+        await self._on_truncate(Truncation(item_id, end_ms, heard, received))
+
+    async def _queue_ready_chunks(self) -> None:
+        chunker = self._chunker
+        if chunker is None or self._response_id in self._cancelled:
+            return
+        while True:
+            offset_ms = chunker.emitted_ms
+            pcm = chunker.take(self.ledger.pending_count())
+            if pcm is None:
+                return
+            self._seq += 1
+            chunk_id = f"c{self._seq}"
+            path = self.chunk_dir / f"{chunk_id}.wav"
+            write_wav_atomic(path, pcm, self.rate)
+            chunk = Chunk(
+                id=chunk_id,
+                item_id=self._item_id,
+                response_id=self._response_id,
+                item_offset_ms=offset_ms,
+                duration_ms=len(pcm) / 2 / self.rate * 1000,
+                path=str(path),
+                queued_t=self._clock(),
+            )
+            self.ledger.add(chunk)
+            self.files_written += 1
+            self.bytes_out += len(pcm)
+            stats = self.replies.get(self._response_id or "")
+            if stats:
+                stats.files += 1
+            await self.player.play(str(path), chunk_id)
+            if self._response_id in self._cancelled:
+                return

@@ -1,0 +1,51 @@
+"""Uplink: caller audio from the fork to the Realtime input buffer.
+
+Frames (L16 at the fork rate, any length) → carry byte → streaming resampler (→ 24 kHz) → batches
+of ``window_ms`` → ``input_audio_buffer.append``. One resampler for the call, never reset, so the
+filter state runs across frame boundaries. The batch buffer is reused: no per-frame allocation
+beyond what the resampler returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from ..audio.pcm import ByteCarry
+from ..audio.resample import StreamResampler
+from ..realtime.protocol import input_audio_append
+
+__all__ = ["UplinkStats", "run_uplink"]
+
+
+@dataclass
+class UplinkStats:
+    frames_in: int = 0
+    bytes_in: int = 0
+    appends: int = 0
+    bytes_out_24k: int = 0
+
+
+async def run_uplink(
+    frames: AsyncIterator[bytes],
+    resampler: StreamResampler,
+    send: Callable[[dict], Awaitable[None]],
+    *,
+    window_ms: int,
+    stats: UplinkStats,
+) -> None:
+    carry = ByteCarry()
+    batch = bytearray()
+    target = 24000 * 2 * window_ms // 1000
+    async for frame in frames:
+        stats.frames_in += 1
+        stats.bytes_in += len(frame)
+        pcm = carry.feed(frame)
+        if not pcm:
+            continue
+        batch += resampler.process(pcm)
+        if len(batch) >= target:
+            await send(input_audio_append(bytes(batch)))
+            stats.appends += 1
+            stats.bytes_out_24k += len(batch)
+            batch.clear()
