@@ -1,7 +1,7 @@
 """Resampler micro-benchmark: cost per 20 ms frame, latency and quality of each engine.
 
 ``python -m fsbridge.bench_resample [--variants] [--runs N] [--json]`` prints medians;
-``fsbridge bench`` calls :func:`run_resampler_bench`. The figures in ``docs/performance.md`` come
+``fsbridge bench`` calls :func:`run_resampler_bench` (one summary line per engine and direction). The figures in ``docs/performance.md`` come
 from here. Timing uses real speech from the package assets, fed frame by frame through the same
 ``StreamResampler`` objects the calls use (bytes in, bytes out, conversions included), after a
 warm-up, as the median of several runs. Quality is measured with pure tones: the filter itself in
@@ -28,7 +28,7 @@ from fsbridge.audio.resample import (
 )
 from fsbridge.audio.wav import parse_wav
 
-__all__ = ["DIRECTIONS", "format_table", "main", "measure", "run_resampler_bench"]
+__all__ = ["DIRECTIONS", "collect", "format_table", "main", "measure", "run_resampler_bench"]
 
 FRAME_MS = 20
 DIRECTIONS: tuple[tuple[int, int], ...] = (
@@ -208,14 +208,14 @@ def measure(
     }
 
 
-def run_resampler_bench(
+def collect(
     *,
     variants: bool = False,
     runs: int = 7,
     seconds: float = 5.0,
     directions: Sequence[tuple[int, int]] = DIRECTIONS,
 ) -> dict[str, Any]:
-    """Measure the engines (and with ``variants`` their other quality settings) per direction."""
+    """All figures, per engine (and with ``variants`` other quality settings) and direction."""
     chosen = list(VARIANTS) if variants else list(DEFAULTS)
     results = [
         measure(engine, variant, a, b, runs=runs, seconds=seconds)
@@ -225,8 +225,24 @@ def run_resampler_bench(
     return {"frame_ms": FRAME_MS, "runs": runs, "seconds_per_run": seconds, "results": results}
 
 
+def run_resampler_bench(*, quick: bool = False, variants: bool = False) -> dict[str, str]:
+    """One summary line per engine and direction, for ``fsbridge bench`` (label -> figures).
+
+    ``quick`` times 3 runs of 2 s of audio instead of 7 runs of 5 s.
+    """
+    report = collect(variants=variants, runs=3 if quick else 7, seconds=2.0 if quick else 5.0)
+    return {
+        f"{r['engine']} {r['variant']} {r['in_rate'] // 1000}k->{r['out_rate'] // 1000}k": (
+            f"{r['us_per_frame']:6.1f} µs/frame | held back {r['held_back_ms_mean']:4.1f}/"
+            f"{r['held_back_ms_max']:4.1f} ms | passband {r['passband_dev_db']:.3f} dB | "
+            f"stopband {r['stopband_db']:.0f} dB | SNR {r['snr_db']:.0f} dB"
+        )
+        for r in report["results"]
+    }
+
+
 def format_table(report: dict[str, Any]) -> str:
-    """A plain-text table of :func:`run_resampler_bench` results."""
+    """A plain-text table of :func:`collect` results."""
     head = (
         f"{'engine':<26} {'direction':>12} {'us/frame':>9} {'held ms':>13} "
         f"{'passband':>9} {'stopband':>9} {'SNR':>7} {'SNR16':>6}"
@@ -261,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="audio per timed run")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = p.parse_args(argv)
-    report = run_resampler_bench(variants=args.variants, runs=args.runs, seconds=args.seconds)
+    report = collect(variants=args.variants, runs=args.runs, seconds=args.seconds)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 

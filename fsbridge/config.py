@@ -113,7 +113,11 @@ class RealtimeConfig(_Model):
 
 
 class AudioConfig(_Model):
-    resampler: Literal["soxr", "samplerate"] = "soxr"
+    resampler: Literal["soxr", "samplerate"] = Field(
+        "samplerate",
+        description="libsamplerate sinc_medium (6 ms held back) or soxr HQ (cheaper, but holds "
+        "back ~44 ms in bursts); see docs/performance.md.",
+    )
     append_window_ms: int = Field(
         40, ge=20, le=200, multiple_of=20, description="Caller audio per input_audio_buffer.append."
     )

@@ -90,6 +90,10 @@ class PassThrough:
     def flush(self) -> bytes:
         return b""
 
+    @property
+    def held_back(self) -> int:
+        return 0
+
     def __repr__(self) -> str:
         return f"PassThrough({self.in_rate})"
 

@@ -332,6 +332,8 @@ class Call:
                 return await self.fork_server.accept(self.uuid, timeout=0.25)
             except TimeoutError:
                 continue
+            except KeyError:  # forgotten: the fork reported connect_failed
+                continue
         log.error("fork did not connect within 10 s")
         return None
 

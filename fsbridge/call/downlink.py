@@ -131,10 +131,11 @@ class Playout:
             self._wake.set()
 
     def _finish_item(self) -> None:
-        # The resampler is never flushed or reset: its few samples of filter delay simply lead
-        # into the next item, which keeps the stream continuous for the whole call.
+        # End of an item: the resampler's held-back tail belongs to this item, not the next.
         if self._chunker is not None:
+            self._chunker.push(self._resampler.flush())
             self._chunker.finish()
+        self._carry.reset()
 
     def play_file(self, path: str, chunk_id: str, duration_ms: float) -> Chunk:
         """Record a whole file (greeting, apology) that the caller will hear before any reply."""
@@ -201,6 +202,8 @@ class Playout:
                 stats.interrupted = True
         if self._chunker is not None:
             self._chunker.clear()
+        self._resampler.flush()  # the cancelled reply's tail must not lead into the next one
+        self._carry.reset()
         for chunk in self.ledger.drop_queued():
             if chunk.item_id is not None:
                 with contextlib.suppress(OSError):

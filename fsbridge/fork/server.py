@@ -134,7 +134,10 @@ class ForkStream:
         if self._queue.qsize() >= self._max_queued:
             self.frames_dropped += 1
             self._warn_once(
-                "queue", "fork %r: reader is %d frames behind; dropping", self.uuid, self._max_queued
+                "queue",
+                "fork %r: reader is %d frames behind; dropping",
+                self.uuid,
+                self._max_queued,
             )
             return
         self._queue.put_nowait(data if type(data) is bytes else bytes(data))

@@ -141,8 +141,9 @@ async def connect_realtime(
             f"Realtime server {where} did not answer within {timeout:g} s"
         )
     except (aiohttp.ClientError, OSError) as exc:
+        detail = str(exc).replace(str(target), _where(target))  # no query string in messages
         failure = RealtimeConnectError(
-            f"cannot reach Realtime server {where}: {type(exc).__name__}: {exc}"
+            f"cannot reach Realtime server {where}: {type(exc).__name__}: {detail}"
         )
     if failure is not None:
         # Raised outside the except block so the aiohttp error (whose request_info holds the
@@ -277,7 +278,7 @@ class RealtimeConnection:
             exc = self._ws.exception()
             self.close_reason = f"{type(exc).__name__}: {exc}" if exc else None
         self._log.info(
-            "realtime connection closed by the server: code %s%s",
+            "realtime connection closed: code %s%s",
             self.close_code,
             f" ({self.close_reason})" if self.close_reason else "",
         )

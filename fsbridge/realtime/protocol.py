@@ -477,5 +477,5 @@ def parse_server_event(obj: Mapping[str, Any]) -> ServerEvent:
         raise RealtimeProtocolError("<no type>", "'type' must be a string")
     parser = _PARSERS.get(event_type)
     if parser is None:
-        return OtherEvent(event_type, dict(obj))
+        return OtherEvent(event_type, obj if isinstance(obj, dict) else dict(obj))
     return parser(_Fields(obj, event_type))

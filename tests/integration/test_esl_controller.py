@@ -148,6 +148,11 @@ class FakeFreeSwitch:
         elif cmd.startswith("api "):
             if cmd == "api drop":
                 return False  # peer gone mid-command
+            elif cmd == "api garbage":
+                writer.write(b"this is not ESL\n\n")
+            elif cmd == "api torn":
+                writer.write(b"Content-Type: api/response\nContent-Length: 50\n\nshort")
+                return False
             else:
                 writer.write(api_frame(self._api(cmd[4:])))
         elif cmd.startswith("bgapi "):
@@ -500,3 +505,19 @@ async def test_repr_has_no_password(fake: FakeFreeSwitch, make_controller) -> No
     await ctl.connect()
     assert PASSWORD not in repr(ctl)
     assert PASSWORD not in repr(ctl.__dict__.get("_esl"))
+
+
+@pytest.mark.parametrize("command", ["garbage", "torn"])
+async def test_garbage_from_server_breaks_connection(
+    fake: FakeFreeSwitch, make_controller, command: str
+) -> None:
+    ctl = make_controller(fake.port, command_timeout=5.0)
+    await ctl.connect()
+    started = time.monotonic()
+    with pytest.raises(EslDisconnected) as info:
+        await asyncio.wait_for(ctl.api(command), 3)
+    assert time.monotonic() - started < 3.0
+    if command == "garbage":
+        assert "protocol error" in str(info.value)
+    await asyncio.wait_for(_drain(ctl), 3)
+    assert not ctl.connected

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -49,9 +50,8 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    server = ForkServer(max_frame_bytes=4096, close_timeout=2.0)
+@contextlib.asynccontextmanager
+async def serve(server: ForkServer) -> AsyncIterator[Site]:
     app = web.Application()
     server.add_routes(app)
     runner = web.AppRunner(app, shutdown_timeout=2.0)
@@ -59,10 +59,18 @@ async def site() -> AsyncIterator[Site]:
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
     port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    async with aiohttp.ClientSession() as http:
-        yield Site(server, f"http://127.0.0.1:{port}", http)
-    await runner.cleanup()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Site(server, f"http://127.0.0.1:{port}", http)
+    finally:
+        await runner.cleanup()
     assert server.live_streams == 0
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    async with serve(ForkServer(max_frame_bytes=4096, close_timeout=2.0)) as s:
+        yield s
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -80,7 +88,10 @@ async def read_all(stream: ForkStream, timeout: float = 3.0) -> list[bytes]:
     return await asyncio.wait_for(run(), timeout)
 
 
-async def test_subprotocol_echo_metadata_and_frames_in_order(site: Site) -> None:
+async def test_subprotocol_echo_metadata_and_frames_in_order(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="fsbridge.fork")
     site.server.expect(UUID, USER, PASSWORD)
     ws = await site.connect()
     assert ws.protocol == SUBPROTOCOL
@@ -100,6 +111,7 @@ async def test_subprotocol_echo_metadata_and_frames_in_order(site: Site) -> None
     )
     assert stream.close_code == 1000
     assert not stream.live
+    assert len(caplog.records) <= 2  # connected + ended, nothing per frame
 
 
 async def test_no_subprotocol_like_mod_audio_stream(site: Site) -> None:
@@ -286,3 +298,28 @@ async def test_many_streams_concurrently(site: Site) -> None:
     results = await asyncio.gather(*(one(u) for u in uuids))
     for u, frames in zip(uuids, results, strict=True):
         assert frames == [u.encode() + bytes([i]) for i in range(25)]
+
+
+async def test_stalled_reader_is_bounded() -> None:
+    async with serve(ForkServer(max_queued_frames=5)) as site:
+        site.server.expect(UUID, USER, PASSWORD)
+        ws = await site.connect()
+        stream = await site.server.accept(UUID, timeout=2)
+        for i in range(12):
+            await ws.send_bytes(bytes([i]) * 4)
+        await wait_until(lambda: stream.frames_received == 12)
+        assert stream.frames_dropped == 7
+        await ws.close()
+        assert await read_all(stream) == [bytes([i]) * 4 for i in range(5)]
+
+
+async def test_app_shutdown_closes_live_streams() -> None:
+    server = ForkServer()
+    async with serve(server) as site:
+        server.expect(UUID, USER, PASSWORD)
+        ws = await site.connect()
+        stream = await server.accept(UUID, timeout=2)
+        await site.server.close()
+        msg = await asyncio.wait_for(ws.receive(), 2)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+        assert await read_all(stream) == []

@@ -513,3 +513,20 @@ async def test_client_close_is_clean_and_idempotent(fake: Any, connect: Connect)
     with pytest.raises(RealtimeClosed):
         await conn.send({"type": "response.create"})
     assert "closed" in repr(conn) and KEY not in repr(conn)
+
+
+async def test_close_while_another_task_waits_in_recv(fake: Any, connect: Connect) -> None:
+    state, _ = fake
+    conn = await connect()
+    await recv(conn)
+    waiting = asyncio.create_task(conn.recv())
+    try:
+        await asyncio.sleep(0)  # let it block in receive()
+        await asyncio.wait_for(conn.close(), 5)
+        assert await asyncio.wait_for(waiting, 5) is None
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    assert conn.closed
+    await asyncio.wait_for(state.client_closed.wait(), 5)

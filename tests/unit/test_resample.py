@@ -232,3 +232,16 @@ def test_bad_arguments_are_clear_errors() -> None:
         make_resampler(0, 24000)
     with pytest.raises(ValueError, match="positive integers"):
         make_resampler(8000.0, 24000)  # type: ignore[arg-type]
+
+
+def test_bench_runs_and_agrees_with_the_criteria() -> None:
+    from fsbridge.bench_resample import collect, format_table
+
+    report = collect(runs=1, seconds=0.2, directions=[(8000, 24000), (24000, 8000)])
+    assert len(report["results"]) == 4
+    for r in report["results"]:
+        assert r["us_per_frame"] > 0
+        assert abs(r["gain_1k_db"]) <= 0.5 and abs(r["gain_3k_db"]) <= 0.5
+        assert r["stopband_db"] >= 60
+        assert 0 <= r["held_back_ms_mean"] <= r["held_back_ms_max"] <= 100
+    assert "soxr HQ" in format_table(report)
