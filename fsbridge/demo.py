@@ -244,6 +244,7 @@ async def _wait(cond: Any, timeout: float) -> None:
 
 async def _wait_for_answer(service: Service, uuid: str, progress: bool, clock: SimClock) -> None:
     """Until the first reply has been played out in full (or 60 s)."""
+    await _wait(lambda: uuid in service.calls, 10)
     deadline = time.monotonic() + 60
     quiet_since: float | None = None
     while time.monotonic() < deadline:

@@ -17,7 +17,7 @@ import secrets
 import shutil
 import time
 from base64 import b64encode
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from ..realtime import protocol as rtp
 from ..realtime.client import RealtimeConnection, RealtimeError, connect_realtime
 from .chunker import ChunkPolicy
 from .downlink import Playout, Truncation
+from .observer import CallObserver
 from .player import Player, chunk_id_of
 from .uplink import UplinkStats, run_uplink
 
@@ -97,20 +98,20 @@ class Call:
         fork_server: ForkServer,
         http: aiohttp.ClientSession,
         channel: Mapping[str, str] | None = None,
-        on_state: Callable[[Call], None] | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.uuid = uuid
         self.profile_name = profile_name
         self.profile = profile
         self.config = config
-        self.esl = esl
+        self.esl = _ObservedEsl(esl, self)
         self.fork_server = fork_server
         self.http = http
         self.channel = dict(channel or {})
         self.state: CallState = "starting"
         self.started = time.monotonic()
         self.summary = CallSummary(uuid, profile_name)
-        self._on_state = on_state
+        self.observer = observer or CallObserver()
         self._hungup = asyncio.Event()
         self._fork_failed: str | None = None
         self._rt: RealtimeConnection | None = None
@@ -119,7 +120,7 @@ class Call:
         fs = config.freeswitch
         self.rate = fs.fork_rate
         self.chunk_dir = Path(fs.chunk_dir) / uuid
-        self.player = Player(esl, uuid, fs.injection)  # type: ignore[arg-type]
+        self.player = Player(self.esl, uuid, fs.injection)  # type: ignore[arg-type]
         pb = config.playback
         self.playout = Playout(
             rate=self.rate,
@@ -128,11 +129,13 @@ class Call:
             policy=ChunkPolicy(pb.first_chunk_ms, pb.min_chunk_ms, pb.max_chunk_ms, pb.queue_ahead),
             resampler=make_resampler(24000, self.rate, config.audio.resampler),
             on_truncate=self._send_truncate,
+            on_reply_heard=lambda r: self.observer.reply_heard(self, r),
         )
 
     # -- events from the service ----------------------------------------------------------------
     def on_event(self, ev: EslEvent) -> None:
         """An ESL event for this channel (called by the service, on the event loop)."""
+        self.observer.esl_event(self, ev)
         name = ev.name
         if name == "PLAYBACK_START":
             cid = chunk_id_of(ev.headers)
@@ -165,13 +168,13 @@ class Call:
     def _set_state(self, state: CallState) -> None:
         if self.state != state and self.state != "ended":
             self.state = state
-            if self._on_state:
-                self._on_state(self)
+            self.observer.state_changed(self)
 
     # -- lifetime ---------------------------------------------------------------------------------
     async def run(self) -> CallSummary:
         """Run the call to its end; never raises (except cancellation of the service)."""
         call_uuid.set(self.uuid)
+        self.observer.call_started(self)
         log.info(
             "call claimed",
             extra={"fields": {"profile": self.profile_name, "caller": self._caller()}},
@@ -188,6 +191,8 @@ class Call:
                 await self._apologise_and_hang_up()
                 return self.summary
             stream = await self._accept_fork()
+            if stream is not None:
+                self.observer.fork_audio(self, stream.metadata)
             if stream is None:
                 self.summary.outcome = "fork_failed"
                 await self._apologise_and_hang_up()
@@ -270,6 +275,7 @@ class Call:
             auth=rc.auth,
             headers=rc.headers,
             timeout=rc.connect_timeout_s,
+            on_event=lambda direction, raw: self.observer.realtime_event(self, direction, raw),
         )
         try:
             async with asyncio.timeout(rc.session_ready_timeout_s):
@@ -356,7 +362,7 @@ class Call:
                 self.summary.downlink_bytes_24k += len(ev.audio)
                 self.playout.audio(ev.response_id, ev.item_id, ev.audio)
             elif isinstance(ev, rtp.SpeechStarted):
-                await self.barge_in()
+                await self.barge_in(received=time.monotonic())
             elif isinstance(ev, rtp.AudioDone):
                 self.playout.audio_done(ev.item_id)
             elif isinstance(ev, rtp.ResponseCreated):
@@ -365,19 +371,25 @@ class Call:
             elif isinstance(ev, rtp.ResponseDone):
                 if self._response_active == ev.response_id:
                     self._response_active = None
+                reply = self.playout.replies.get(ev.response_id)
+                if reply is not None:
+                    self.observer.reply_done(self, reply)
+                if ev.usage:
+                    self.observer.usage(self, ev.usage)
                 for k, v in (ev.usage or {}).items():
                     if isinstance(v, int):
                         self.summary.usage[k] = self.summary.usage.get(k, 0) + v
                 if ev.status == "failed":
                     log.warning("response failed: %s", ev.error)
             elif isinstance(ev, rtp.Error):
+                self.observer.realtime_error(self, ev.code)
                 if ev.code in BENIGN_ERRORS:
                     log.debug("realtime: %s", ev.code)
                 else:
                     log.warning("realtime error %s: %s", ev.code, ev.message)
         log.info("realtime session closed (code %s)", rt.close_code)
 
-    async def barge_in(self) -> None:
+    async def barge_in(self, received: float | None = None) -> None:
         """The caller talks over what we play: stop it now, forget what they did not hear."""
         if not self.playout.busy:
             return
@@ -387,6 +399,8 @@ class Call:
         self.summary.barge_ins += 1
         self.playout.cancel()  # synchronous: nothing else can be queued from here on
         await self.player.break_all()
+        if received is not None:
+            self.observer.barge_in(self, (time.monotonic() - received) * 1000)
         if self._response_active and not self._server_cancels() and self._rt is not None:
             await self._rt.send(rtp.response_cancel())
         log.info("barge-in")
@@ -399,6 +413,7 @@ class Call:
         if self._rt is None:
             return
         await self._rt.send(rtp.item_truncate(t.item_id, t.audio_end_ms))
+        self.observer.truncated(self, t)
         log.info(
             "truncated reply to what was heard",
             extra={
@@ -472,8 +487,28 @@ class Call:
         s.downlink_bytes_out = self.playout.bytes_out
         s.files = self.playout.files_written
         log.info("call summary", extra={"fields": s.as_dict()})
-        if self._on_state:
-            self._on_state(self)
+        self.observer.call_ended(self, s)
 
     def _caller(self) -> str:
         return self.channel.get("Caller-Caller-ID-Number", "")
+
+
+class _ObservedEsl(EslLink):
+    """The call's ESL commands, reported to its observer (for traces)."""
+
+    def __init__(self, inner: EslLink, call: Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    async def api(self, command: str) -> str:
+        self._call.observer.esl_command(self._call, f"api {command}")
+        return await self._inner.api(command)
+
+    async def bgapi(self, command: str) -> str:
+        self._call.observer.esl_command(self._call, f"bgapi {command}")
+        return await self._inner.bgapi(command)
+
+    async def sendmsg(self, uuid: str, headers: Mapping[str, str]) -> None:
+        lines = "\n".join(f"{k}: {v}" for k, v in headers.items())
+        self._call.observer.esl_command(self._call, f"sendmsg {uuid}\n{lines}")
+        await self._inner.sendmsg(uuid, headers)

@@ -74,6 +74,7 @@ class Playout:
         lead_in_s: float = 0.1,
         settle_timeout_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        on_reply_heard: Callable[[ReplyStats], None] | None = None,
     ) -> None:
         self.rate = rate
         self.chunk_dir = chunk_dir
@@ -83,6 +84,7 @@ class Playout:
         self._resampler = resampler
         self._carry = ByteCarry()
         self._on_truncate = on_truncate
+        self._on_reply_heard = on_reply_heard
         self._lead_in_s = lead_in_s
         self._settle_timeout_s = settle_timeout_s
         self._clock = clock
@@ -151,6 +153,8 @@ class Playout:
         if stats is not None:
             if stats.first_heard_t is None:
                 stats.first_heard_t = chunk.start_t
+                if self._on_reply_heard is not None:
+                    self._on_reply_heard(stats)
             elif self._last_stop_t is not None and chunk.start_t is not None:
                 stats.gaps_ms.append((chunk.start_t - self._last_stop_t) * 1000)
         if chunk.cancelled or (chunk.response_id in self._cancelled):

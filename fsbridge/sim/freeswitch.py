@@ -104,7 +104,9 @@ class FreeSwitchSim:
         self._started = False
 
     def __repr__(self) -> str:
-        return f"<FreeSwitchSim esl={self._esl.host}:{self._esl.port} calls={len(self.core.channels)}>"
+        return (
+            f"<FreeSwitchSim esl={self._esl.host}:{self._esl.port} calls={len(self.core.channels)}>"
+        )
 
     # ------------------------------------------------------------------ lifetime
     async def start(self) -> None:
@@ -187,7 +189,7 @@ class FreeSwitchSim:
         )
         if len(samples):
             ch.caller.pending_initial = resample(samples, rate, channel_rate)
-            ch.caller.initial_delay_ticks = round(caller_delay_s / self.settings.frame_s)
+            ch.caller.initial_delay_s = max(0.0, caller_delay_s)
         ch.start()
         return ch.uuid
 

@@ -205,7 +205,9 @@ def api_uuid_send_dtmf(core: SimCore, arg: str) -> str:
 
 
 def api_hash(core: SimCore, arg: str) -> str:
-    usage = "-ERR Usage: hash insert|insert_ifempty|select|delete|delete_ifmatch/realm/key[/value]\n"
+    usage = (
+        "-ERR Usage: hash insert|insert_ifempty|select|delete|delete_ifmatch/realm/key[/value]\n"
+    )
     argv = separate_string(arg, 4, "/")
     if len(argv) < 3 or not argv[0]:
         return usage

@@ -273,7 +273,12 @@ def _terminator(ch: SimChannel, terminators: str) -> str | None:
 
 
 def _set_playback_vars(
-    ch: SimChannel, rec: PlaybackRecord, offset: int, total: int, native_total: int, native_rate: int
+    ch: SimChannel,
+    rec: PlaybackRecord,
+    offset: int,
+    total: int,
+    native_total: int,
+    native_rate: int,
 ) -> None:
     """The vars set just before PLAYBACK_STOP; playback_ms counts what was *read* (16384 blocks)."""
     rec.offset_pos = offset
@@ -304,4 +309,3 @@ def new_playback_record(
     )
     ch.truth.playbacks.append(rec)
     return rec
-

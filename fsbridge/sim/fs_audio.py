@@ -59,8 +59,9 @@ class LinearResampler:
             return np.zeros(0, dtype=np.int16)
         buf = np.concatenate(([self._prev], x.astype(np.float64)))
         idx = np.arange(self._n_in - 1, self._n_in + len(x), dtype=np.float64)
-        last = self._n_in + len(x) - 1
-        j_end = int(np.floor(last / self._step)) + 1
+        # exactly out/in samples per input (20 ms in -> 20 ms out); the last position may sit
+        # past the newest input sample, which is then held (a half-sample approximation)
+        j_end = (self._n_in + len(x)) * self.out_rate // self.in_rate
         times = np.arange(self._j, j_end) * self._step
         y = np.interp(times, idx, buf)
         self._j = j_end
@@ -105,7 +106,7 @@ class CallerLine:
         self.frame_len = frame_len
         self._clips: list[_Clip] = []
         self.pending_initial: np.ndarray | None = None
-        self.initial_delay_ticks = 0
+        self.initial_delay_s = 0.0
         self.log: list[Utterance] = []
 
     def add(self, samples: np.ndarray, start_tick: int) -> Utterance:
@@ -115,10 +116,11 @@ class CallerLine:
             self._clips.append(_Clip(start_tick, np.asarray(samples, dtype=np.int16), rec))
         return rec
 
-    def start_initial(self, now_tick: int) -> None:
-        """The scripted audio starts ``caller_delay_s`` after the first fork connects."""
+    def start_initial(self, next_tick: int, first_tick_at_delay: int) -> None:
+        """The scripted audio starts ``caller_delay_s`` after the first fork connects (on the sim
+        clock, so a channel loop running a little late does not shift it)."""
         if self.pending_initial is not None:
-            self.add(self.pending_initial, now_tick + 1 + self.initial_delay_ticks)
+            self.add(self.pending_initial, max(next_tick, first_tick_at_delay))
             self.pending_initial = None
 
     def frame(self, tick: int) -> tuple[np.ndarray, list[Utterance]]:

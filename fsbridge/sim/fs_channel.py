@@ -14,6 +14,7 @@ tick, recorded as heard at that tick's time.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid as uuidlib
 from collections import deque
@@ -477,8 +478,10 @@ class SimChannel:
                 [("DTMF-Digit", d), ("DTMF-Duration", "2000"), ("DTMF-Source", "RTP")],
             )
 
-    def on_fork_connected(self) -> None:
-        self.caller.start_initial(self.tick)
+    def on_fork_connected(self, connected_t: float) -> None:
+        frame_s = self.core.settings.frame_s
+        at = connected_t + self.caller.initial_delay_s - self.t_base
+        self.caller.start_initial(self.tick + 1, math.ceil(at / frame_s - 1e-9))
 
     def snapshot(self) -> dict[str, Any]:
         return {

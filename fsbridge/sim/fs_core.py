@@ -40,7 +40,9 @@ class FsSettings:
     fork_subprotocol: str = "audio.drachtio.org"
     fork_connect_timeout_s: float = 10.0  # lws timeout_secs (real seconds)
     fork_close_timeout_s: float = 2.0  # how long a close handshake may take (real seconds)
-    fork_sndbuf: int | None = 16384  # lws writes straight to the socket: keep the kernel buffer small
+    fork_sndbuf: int | None = (
+        16384  # lws writes straight to the socket: keep the kernel buffer small
+    )
     stream_metadata_after_frames: int = 2  # mod_audio_stream: binary frames before the metadata
     api_delays: dict[str, float] = field(default_factory=dict)  # API name -> sim seconds
     sound_prefix: str = "/usr/share/freeswitch/sounds"

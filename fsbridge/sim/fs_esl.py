@@ -160,7 +160,9 @@ class EslConnection:
             while not self._closing:
                 try:
                     if first:
-                        data = await asyncio.wait_for(self.reader.read(65536), FIRST_COMMAND_TIMEOUT)
+                        data = await asyncio.wait_for(
+                            self.reader.read(65536), FIRST_COMMAND_TIMEOUT
+                        )
                     else:
                         data = await self.reader.read(65536)
                 except TimeoutError:

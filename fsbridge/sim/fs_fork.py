@@ -85,7 +85,9 @@ class ForkSession:
         self.deflate, self.heartbeat = deflate, heartbeat
         self.channels = 2 if record.mix == "stereo" else 1
         self.frame_bytes = 2 * self.channels * record.rate * core.settings.frame_ms // 1000
-        self.capacity = int(self.frame_bytes * (1000 / core.settings.frame_ms) * core.settings.fork_buffer_secs)
+        self.capacity = int(
+            self.frame_bytes * (1000 / core.settings.frame_ms) * core.settings.fork_buffer_secs
+        )
         self.state = "connecting"
         self.paused = False
         self.graceful = False
@@ -154,7 +156,12 @@ class ForkSession:
         self, read: np.ndarray, written: np.ndarray | None, started: list[Utterance], tick: int
     ) -> None:
         """SWITCH_ABC_TYPE_READ: one channel frame into the fork's buffer."""
-        if self._stopping or self.paused or self.graceful or self.state not in ("connecting", "connected"):
+        if (
+            self._stopping
+            or self.paused
+            or self.graceful
+            or self.state not in ("connecting", "connected")
+        ):
             return
         if self.state == "connecting" and not self.core.settings.fork_connect_backlog:
             return
@@ -254,7 +261,7 @@ class ForkSession:
             self._fire("connect")
         else:
             self._fire("connect", _json({"status": "connected"}))
-        self.ch.on_fork_connected()
+        self.ch.on_fork_connected(rec.connected_t)
         if self.metadata:
             after = 0 if self.drachtio else self.core.settings.stream_metadata_after_frames
             if after <= 0:
@@ -282,7 +289,9 @@ class ForkSession:
     def _connect_failed(self, exc: ConnectFailed) -> None:
         self.state = "failed"
         self.record.failed_reason = exc.reason
-        self.ch.truth.errors.append(f"{self.module}: connect to {self.record.url} failed: {exc.reason}")
+        self.ch.truth.errors.append(
+            f"{self.module}: connect to {self.record.url} failed: {exc.reason}"
+        )
         if self.drachtio:
             self._fire("connect_failed", '{"reason":"' + exc.reason + '"}')  # not JSON-escaped
         else:
@@ -383,6 +392,9 @@ class ForkSession:
         try:
             obj = json.loads(text)
         except ValueError:
+            if not self.drachtio:  # mod_audio_stream passes any other text on as ::json
+                self._fire("json", text)
+                return
             self.ch.truth.errors.append(f"{self.module}: unparseable server message {text[:80]!r}")
             return
         if self.drachtio:

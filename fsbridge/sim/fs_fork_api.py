@@ -55,7 +55,12 @@ def parse_stream_url(url: str) -> tuple[str, int, str, bool] | None:
     if not m:
         return None
     tls = m.group(1) == "wss"
-    return m.group(2), int(m.group(3)) if m.group(3) else (443 if tls else 80), m.group(4) or "/", tls
+    return (
+        m.group(2),
+        int(m.group(3)) if m.group(3) else (443 if tls else 80),
+        m.group(4) or "/",
+        tls,
+    )
 
 
 def _rate(token: str) -> int:

@@ -364,7 +364,11 @@ def serialize_event(headers: Headers, body: str | None, fmt: str = "plain") -> s
 def event_frame(headers: Headers, body: str | None, fmt: str = "plain") -> bytes:
     """The outer frame: ``Content-Length`` first, then ``Content-Type: text/event-<fmt>``."""
     payload = serialize_event(headers, body, fmt).encode("utf-8")
-    return b"Content-Length: %d\nContent-Type: text/event-%s\n\n" % (
-        len(payload),
-        fmt.encode(),
-    ) + payload
+    return (
+        b"Content-Length: %d\nContent-Type: text/event-%s\n\n"
+        % (
+            len(payload),
+            fmt.encode(),
+        )
+        + payload
+    )

@@ -105,6 +105,12 @@ class ReplyScript:
         self._replies = replies
         self._exhausted = exhausted
         self._pcm: dict[str, np.ndarray] = {}
+        if replies is not None and not callable(replies):
+            for reply in replies:  # fail now with a clear error, and keep file reads off the loop
+                if isinstance(reply, Reply):
+                    self.pcm(reply)
+                elif not isinstance(reply, FunctionCallReply):
+                    raise TypeError(f"replies must be Reply or FunctionCallReply, not {type(reply).__name__}")
 
     def reply_for(self, session: Any, index: int) -> AnyReply:
         if self._replies is None:

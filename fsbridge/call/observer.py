@@ -1,0 +1,60 @@
+"""What a call reports as it runs, for metrics, traces and the admin view.
+
+The call calls these hooks at the few points where things happen; it never knows who listens.
+Every hook must be cheap and must not raise (a failing observer is logged and ignored) — they run
+on the call's own coroutines, some per Realtime event. Nothing here is called per audio frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ..esl.protocol import EslEvent
+    from .call import Call, CallSummary
+    from .downlink import ReplyStats, Truncation
+
+__all__ = ["CallObserver", "Observers"]
+
+log = logging.getLogger("fsbridge.call")
+
+
+class CallObserver:
+    """No-op base: override what you need."""
+
+    def call_started(self, call: Call) -> None: ...
+    def state_changed(self, call: Call) -> None: ...
+    def esl_event(self, call: Call, event: EslEvent) -> None: ...
+    def esl_command(self, call: Call, command: str) -> None: ...
+    def realtime_event(self, call: Call, direction: Literal["in", "out"], event: dict) -> None: ...
+    def realtime_error(self, call: Call, code: str | None) -> None: ...
+    def fork_audio(self, call: Call, metadata: Sequence[str]) -> None: ...
+    def reply_heard(self, call: Call, reply: ReplyStats) -> None: ...
+    def reply_done(self, call: Call, reply: ReplyStats) -> None: ...
+    def barge_in(self, call: Call, reaction_ms: float) -> None: ...
+    def truncated(self, call: Call, truncation: Truncation) -> None: ...
+    def usage(self, call: Call, usage: dict[str, Any]) -> None: ...
+    def call_ended(self, call: Call, summary: CallSummary) -> None: ...
+
+
+class Observers(CallObserver):
+    """Fans every hook out to several observers, isolating their failures."""
+
+    def __init__(self, observers: Sequence[CallObserver] = ()) -> None:
+        self.observers = list(observers)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("_") or name == "observers" or not hasattr(CallObserver, name):
+            return object.__getattribute__(self, name)
+        observers = object.__getattribute__(self, "observers")
+
+        def fan_out(*args: Any) -> None:
+            for obs in observers:
+                try:
+                    getattr(obs, name)(*args)
+                except Exception:
+                    log.exception("observer %s.%s failed", type(obs).__name__, name)
+
+        return fan_out
