@@ -102,6 +102,10 @@ class FreeSwitchConfig(_Model):
 
 class RealtimeConfig(_Model):
     url: str = "wss://api.openai.com/v1/realtime"
+    session_renew_s: float = Field(
+        3300.0, gt=0, description="Open a fresh session (seeded with the transcript) after this."
+    )
+    heartbeat_s: float = Field(20.0, gt=0, description="WebSocket ping interval (dead peer check).")
     model: str = "gpt-realtime"
     api_key: SecretStr | None = None
     auth: Literal["bearer", "api-key"] = Field(
@@ -164,6 +168,51 @@ class Transcription(_Model):
     prompt: str | None = None
 
 
+class WebhookTool(_Model):
+    """A function the model may call; the bridge POSTs the arguments and returns the body."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema of the arguments.",
+    )
+    url: str
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict, description="Header name → environment variable holding its value."
+    )
+
+
+class DtmfConfig(_Model):
+    forward: bool = Field(True, description="Send caller DTMF to the model as a text item.")
+    respond: bool = Field(True, description="Ask for a response after forwarding digits.")
+    commit_key: str | None = Field(
+        "#", description="With turn_detection none: this key ends the caller's turn."
+    )
+
+
+class WatchdogConfig(_Model):
+    silence_s: float | None = Field(
+        None, gt=0, description="Prompt the model after this long without caller speech."
+    )
+    max_prompts: int = Field(2, ge=0, description="After this many prompts, end the call.")
+    prompt: str = "The caller has been silent. Ask briefly whether they are still there."
+    goodbye_prompt: str = "The caller is not answering. Say a short goodbye."
+
+
+class LocalBargeIn(_Model):
+    enabled: bool = Field(False, description="Stop playback on local speech detection.")
+    threshold_db: float = Field(-35.0, le=0, description="Frame energy (dBFS) counted as speech.")
+    min_speech_ms: int = Field(120, ge=20, le=2000, multiple_of=20)
+    echo_correlation: float = Field(
+        0.6, ge=0, le=1, description="Ignore caller audio this correlated with our playback."
+    )
+    end_silence_ms: int = Field(
+        700, ge=100, le=5000, description="With turn_detection none: silence that ends a turn."
+    )
+
+
 class Profile(_Model):
     instructions: str = "You are a helpful voice assistant on a phone call. Keep answers short."
     voice: Voice = "marin"
@@ -173,11 +222,33 @@ class Profile(_Model):
     greeting_prompt: str = "Greet the caller briefly and ask how you can help."
     greeting_interruptible: bool = True
     apology: str | None = Field(None, description="WAV played before hangup if the model is down.")
+    goodbye: str | None = Field(None, description="WAV played when the bridge ends a call (drain).")
+    fallback_transfer: str | None = Field(
+        None, description="Extension a call is transferred to when fsbridge cannot serve it."
+    )
+    busy: str | None = Field(None, description="WAV played to calls over freeswitch.max_calls.")
     turn_detection: TurnDetection = Field(default_factory=ServerVad)
     transcription: Transcription | None = None
     noise_reduction: Literal["near_field", "far_field"] | None = None
     speed: float = Field(1.0, ge=0.25, le=1.5)
+    allow_overrides: bool = Field(
+        False,
+        description="Let channel variables fsbridge_instructions / fsbridge_voice / "
+        "fsbridge_language override this profile per call.",
+    )
+    builtin_tools: list[Literal["end_call", "transfer_call", "send_dtmf"]] = Field(
+        default_factory=list
+    )
+    transfer_allow: list[str] = Field(
+        default_factory=list, description="Destinations transfer_call may use."
+    )
+    tools: list[WebhookTool] = Field(default_factory=list)
+    dtmf: DtmfConfig = Field(default_factory=DtmfConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    local_barge_in: LocalBargeIn = Field(default_factory=LocalBargeIn)
+    trace: bool = Field(False, description="Write a call trace (traces.dir) for every call.")
     max_call_s: float = Field(3600.0, gt=0)
+    max_turns: int | None = Field(None, ge=1)
 
 
 ASSETS = Path(__file__).parent / "assets"
@@ -210,6 +281,58 @@ def default_profiles() -> dict[str, Profile]:
     }
 
 
+class AdminConfig(_Model):
+    host: str = Field("127.0.0.1", description="Admin API (calls, hangup, say, trace) address.")
+    port: int = Field(8081, ge=0, le=65535, description="0: serve the admin API on listen.port.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token required by endpoints that change things."
+    )
+
+
+class ServiceConfig(_Model):
+    max_calls: int = Field(100, ge=1, description="Calls beyond this get the profile's fallback.")
+    drain_timeout_s: float = Field(
+        90.0, ge=0, description="On SIGTERM, how long active calls may finish on their own."
+    )
+    instance_id: str | None = Field(
+        None, description="Claim calls with 'hash insert' so several instances can share a PBX."
+    )
+
+
+class TranscriptsConfig(_Model):
+    dir: str | None = Field(None, description="Write one JSONL transcript per call here.")
+
+
+class TracesConfig(_Model):
+    dir: str = Field("/var/lib/fsbridge/traces", description="Where call traces are written.")
+
+
+class Price(_Model):
+    """USD per 1M tokens."""
+
+    text_in: float = 4.0
+    text_cached: float = 0.4
+    text_out: float = 16.0
+    audio_in: float = 32.0
+    audio_cached: float = 0.4
+    audio_out: float = 64.0
+
+
+_MINI = dict(
+    text_in=0.6, text_cached=0.06, text_out=2.4, audio_in=10.0, audio_cached=0.3, audio_out=20.0
+)
+
+
+def default_prices() -> dict[str, Price]:
+    return {
+        "gpt-realtime": Price(),
+        "gpt-realtime-1.5": Price(),
+        "gpt-realtime-2": Price(text_out=24.0),
+        "gpt-realtime-mini": Price(**_MINI),
+        "gpt-realtime-2.1-mini": Price(**_MINI),
+    }
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "text"] = "auto"
@@ -222,6 +345,11 @@ class Config(_Model):
     audio: AudioConfig = Field(default_factory=AudioConfig)
     playback: PlaybackConfig = Field(default_factory=PlaybackConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    transcripts: TranscriptsConfig = Field(default_factory=TranscriptsConfig)
+    traces: TracesConfig = Field(default_factory=TracesConfig)
+    prices: dict[str, Price] = Field(default_factory=default_prices)
     profiles: dict[str, Profile] = Field(default_factory=default_profiles)
 
     @field_validator("profiles")
@@ -244,6 +372,7 @@ class Config(_Model):
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "OPENAI_API_KEY": ("realtime", "api_key"),
     "FSBRIDGE_ESL_PASSWORD": ("freeswitch", "password"),
+    "FSBRIDGE_ADMIN_TOKEN": ("admin", "token"),
 }
 
 
@@ -263,7 +392,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for prof in (data.get("profiles") or {}).values():
         if not isinstance(prof, dict):
             continue
-        for key in ("greeting", "apology"):
+        for key in ("greeting", "apology", "goodbye", "busy"):
             val = prof.get(key)
             if isinstance(val, str) and val and not os.path.isabs(val):
                 prof[key] = str((base / val).resolve())
@@ -298,7 +427,7 @@ def parse_config(
 
 def _validate(data: dict[str, Any]) -> Config:
     # Strict types (no "8000" for 8000), but SecretStr fields accept plain strings from YAML/env.
-    for section, key in (("realtime", "api_key"), ("freeswitch", "password")):
+    for section, key in (("realtime", "api_key"), ("freeswitch", "password"), ("admin", "token")):
         sect = data.get(section)
         if isinstance(sect, dict) and isinstance(sect.get(key), str):
             sect[key] = SecretStr(sect[key])

@@ -14,7 +14,8 @@ import uuid as uuidlib
 from collections.abc import Callable
 
 from fsbridge.sim.fs_apps import PrivateMsg, new_playback_record
-from fsbridge.sim.fs_channel import HANGUP_CAUSES, SimChannel
+from fsbridge.sim.fs_chandata import HANGUP_CAUSES
+from fsbridge.sim.fs_channel import SimChannel
 from fsbridge.sim.fs_core import SimCore
 from fsbridge.sim.fs_fork_api import audio_fork_api, audio_stream_api
 from fsbridge.sim.fs_wire import separate_string

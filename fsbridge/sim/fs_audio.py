@@ -37,7 +37,7 @@ def resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     """Whole-buffer linear resampling (int16 in, int16 out)."""
     if in_rate == out_rate or len(x) == 0:
         return np.asarray(x, dtype=np.int16)
-    n_out = int(round(len(x) * out_rate / in_rate))
+    n_out = round(len(x) * out_rate / in_rate)
     pos = np.arange(n_out) * (in_rate / out_rate)
     return to_int16(np.interp(pos, np.arange(len(x)), x.astype(np.float64)))
 

@@ -24,6 +24,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fsbridge.sim.fs_audio import CallerLine
+from fsbridge.sim.fs_chandata import (
+    CALLSTATE_NUMBERS,
+    CODECS,
+    HANGUP_CAUSES,
+    STATE_NUMBERS,
+    VERBOSE_EVENTS,
+    basic_headers,
+)
 from fsbridge.sim.fs_events import SimEvent
 from fsbridge.sim.fs_truth import CallTruth, HeardFrame, PlaybackRecord
 
@@ -32,29 +40,7 @@ if TYPE_CHECKING:
     from fsbridge.sim.fs_core import SimCore
     from fsbridge.sim.fs_fork import ForkSession
 
-__all__ = ["HANGUP_CAUSES", "SimChannel"]
-
-STATE_NUMBERS = {
-    "CS_NEW": 0, "CS_INIT": 1, "CS_ROUTING": 2, "CS_SOFT_EXECUTE": 3, "CS_EXECUTE": 4,
-    "CS_EXCHANGE_MEDIA": 5, "CS_PARK": 6, "CS_CONSUME_MEDIA": 7, "CS_HIBERNATE": 8, "CS_RESET": 9,
-    "CS_HANGUP": 10, "CS_REPORTING": 11, "CS_DESTROY": 12,
-}  # fmt: skip
-CALLSTATE_NUMBERS = {"DOWN": 0, "DIALING": 1, "RINGING": 2, "EARLY": 3, "ACTIVE": 4, "HANGUP": 10}
-HANGUP_CAUSES = {
-    "UNSPECIFIED": 0, "UNALLOCATED_NUMBER": 1, "NORMAL_CLEARING": 16, "USER_BUSY": 17,
-    "NO_USER_RESPONSE": 18, "NO_ANSWER": 19, "CALL_REJECTED": 21, "DESTINATION_OUT_OF_ORDER": 27,
-    "NORMAL_UNSPECIFIED": 31, "NORMAL_TEMPORARY_FAILURE": 41, "ORIGINATOR_CANCEL": 487,
-    "LOSE_RACE": 502, "MANAGER_REQUEST": 503, "SYSTEM_SHUTDOWN": 503,
-}  # fmt: skip
-# Events that carry every variable_* (switch_channel_event_set_extended_data).
-VERBOSE_EVENTS = frozenset(
-    "CHANNEL_CREATE CHANNEL_ORIGINATE CHANNEL_UUID CHANNEL_ANSWER CHANNEL_PARK CHANNEL_UNPARK "
-    "CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_HANGUP "
-    "CHANNEL_HANGUP_COMPLETE REQUEST_PARAMS CHANNEL_DATA CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE "
-    "CHANNEL_DESTROY SESSION_HEARTBEAT API RECORD_START RECORD_STOP PLAYBACK_START PLAYBACK_STOP "
-    "CALL_UPDATE MEDIA_BUG_START MEDIA_BUG_STOP CHANNEL_HOLD CHANNEL_UNHOLD TEXT CUSTOM".split()
-)
-_CODECS = {8000: ("PCMU", "64000"), 16000: ("L16", "256000")}
+__all__ = ["SimChannel"]
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
@@ -158,61 +144,7 @@ class SimChannel:
     # ---------------------------------------------------------------- events
     def basic_headers(self) -> list[tuple[str, str]]:
         """switch_channel_event_set_basic_data, in its order."""
-        codec, bit_rate = _CODECS.get(self.rate, ("L16", str(self.rate * 16)))
-        t = self.times
-        h = [
-            ("Channel-State", self.state),
-            ("Channel-Call-State", self.call_state),
-            ("Channel-State-Number", str(self.state_number)),
-            ("Channel-Name", self.name),
-            ("Unique-ID", self.uuid),
-            ("Call-Direction", "inbound"),
-            ("Presence-Call-Direction", "inbound"),
-            ("Channel-HIT-Dialplan", "true"),
-            ("Channel-Call-UUID", self.uuid),
-            ("Answer-State", self.answer_state),
-        ]
-        if self.hangup_cause:
-            h.append(("Hangup-Cause", self.hangup_cause))
-        for side in ("Read", "Write"):
-            h += [
-                (f"Channel-{side}-Codec-Name", codec),
-                (f"Channel-{side}-Codec-Rate", str(self.rate)),
-                (f"Channel-{side}-Codec-Bit-Rate", bit_rate),
-            ]
-        h += [
-            ("Caller-Direction", "inbound"),
-            ("Caller-Logical-Direction", "inbound"),
-            ("Caller-Username", self.cid_number),
-            ("Caller-Dialplan", self.dialplan),
-            ("Caller-Caller-ID-Name", self.cid_name),
-            ("Caller-Caller-ID-Number", self.cid_number),
-            ("Caller-Orig-Caller-ID-Name", self.cid_name),
-            ("Caller-Orig-Caller-ID-Number", self.cid_number),
-            ("Caller-Network-Addr", "127.0.0.1"),
-            ("Caller-ANI", self.cid_number),
-            ("Caller-Destination-Number", self.destination),
-            ("Caller-Unique-ID", self.uuid),
-            ("Caller-Source", "mod_sofia"),
-            ("Caller-Context", self.context),
-            ("Caller-Channel-Name", self.name),
-            ("Caller-Profile-Index", str(self.profile_index)),
-            ("Caller-Profile-Created-Time", str(t.get("profile_created", 0))),
-            ("Caller-Channel-Created-Time", str(t.get("created", 0))),
-            ("Caller-Channel-Answered-Time", str(t.get("answered", 0))),
-            ("Caller-Channel-Progress-Time", "0"),
-            ("Caller-Channel-Progress-Media-Time", "0"),
-            ("Caller-Channel-Hangup-Time", str(t.get("hangup", 0))),
-            ("Caller-Channel-Transfer-Time", str(t.get("transfer", 0))),
-            ("Caller-Channel-Resurrect-Time", "0"),
-            ("Caller-Channel-Bridged-Time", "0"),
-            ("Caller-Channel-Last-Hold", "0"),
-            ("Caller-Channel-Hold-Accum", "0"),
-            ("Caller-Screen-Bit", "true"),
-            ("Caller-Privacy-Hide-Name", "false"),
-            ("Caller-Privacy-Hide-Number", "false"),
-        ]
-        return h
+        return basic_headers(self)
 
     def variable_headers(self) -> list[tuple[str, str]]:
         return [(f"variable_{k}", v) for k, v in self.variables.items()]
@@ -291,9 +223,9 @@ class SimChannel:
             "sip_to_host": "127.0.0.1",
             "sip_call_id": f"{self.uuid[:8]}@127.0.0.1",
             "channel_name": self.name,
-            "read_codec": _CODECS.get(self.rate, ("L16",))[0],
+            "read_codec": CODECS.get(self.rate, ("L16",))[0],
             "read_rate": str(self.rate),
-            "write_codec": _CODECS.get(self.rate, ("L16",))[0],
+            "write_codec": CODECS.get(self.rate, ("L16",))[0],
             "write_rate": str(self.rate),
             **self._initial_vars,
         }.items():

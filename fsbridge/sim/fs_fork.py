@@ -16,11 +16,8 @@ FreeSWITCH's side of the fork, modelled on the module sources summarised in the 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import os
-import re
 import socket
 from typing import TYPE_CHECKING
 
@@ -28,6 +25,7 @@ import aiohttp
 import numpy as np
 
 from fsbridge.sim.fs_audio import LinearResampler
+from fsbridge.sim.fs_fork_messages import b64_prefix_decode, compact_json, handle_server_text
 from fsbridge.sim.fs_truth import ForkRecord, Utterance
 
 if TYPE_CHECKING:
@@ -36,25 +34,11 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectFailed", "ForkSession"]
 
-_B64_PREFIX = re.compile(r"[A-Za-z0-9+/]*")
-_RAW_EXT = {8000: ".r8", 16000: ".r16", 24000: ".r24", 32000: ".r32", 48000: ".r48", 64000: ".r64"}
-
 
 class ConnectFailed(Exception):
     def __init__(self, reason: str, code: int = 6) -> None:
         super().__init__(reason)
         self.reason, self.code = reason, code
-
-
-def _json(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def _b64_prefix_decode(text: str) -> bytes:
-    """The module's base64 decoder stops at the first character outside the alphabet."""
-    prefix = _B64_PREFIX.match(text).group()  # type: ignore[union-attr]
-    prefix = prefix[: len(prefix) - (len(prefix) % 4 == 1)]
-    return base64.b64decode(prefix + "=" * (-len(prefix) % 4))
 
 
 class ForkSession:
@@ -173,7 +157,7 @@ class ForkSession:
             chans = [np.clip(read.astype(np.int32) + w, -32768, 32767).astype(np.int16)]
         else:
             chans = [read, w]
-        outs = [r.process(c) for r, c in zip(self._resamplers, chans)]
+        outs = [r.process(c) for r, c in zip(self._resamplers, chans, strict=True)]
         if len(outs) == 2:
             n = min(len(outs[0]), len(outs[1]))
             pcm = np.empty(2 * n, dtype=np.int16)
@@ -185,14 +169,15 @@ class ForkSession:
             self.record.overruns += 1
             if self.drachtio and not self._overrun_fired:
                 self._overrun_fired = True
-                self._fire("buffer_overrun")
+                self.fire("buffer_overrun")
             self._buf.clear()  # "dropping packets!": everything buffered is discarded
         self._buf += data
         self._buf_utts += started
         self._wake.set()
 
     # ------------------------------------------------------------------ events
-    def _fire(self, name: str, body: str | None = None) -> None:
+    def fire(self, name: str, body: str | None = None) -> None:
+        """A CUSTOM ``<module>::<name>`` event with the channel's headers and all variables."""
         self.ch.fire("CUSTOM", subclass=f"{self.module}::{name}", body=body)
 
     # ------------------------------------------------------------------ the WebSocket side
@@ -258,9 +243,9 @@ class ForkSession:
         rec.connected_t = self.core.now()
         rec.subprotocol = ws.protocol
         if self.drachtio:
-            self._fire("connect")
+            self.fire("connect")
         else:
-            self._fire("connect", _json({"status": "connected"}))
+            self.fire("connect", compact_json({"status": "connected"}))
         self.ch.on_fork_connected(rec.connected_t)
         if self.metadata:
             after = 0 if self.drachtio else self.core.settings.stream_metadata_after_frames
@@ -293,10 +278,10 @@ class ForkSession:
             f"{self.module}: connect to {self.record.url} failed: {exc.reason}"
         )
         if self.drachtio:
-            self._fire("connect_failed", '{"reason":"' + exc.reason + '"}')  # not JSON-escaped
+            self.fire("connect_failed", '{"reason":"' + exc.reason + '"}')  # not JSON-escaped
         else:
             body = {"status": "error", "message": {"code": exc.code, "error": exc.reason}}
-            self._fire("error", _json(body))
+            self.fire("error", compact_json(body))
             self.ch.forks.pop(self.record.bugname, None)  # on error the bug is closed
 
     async def _send_text(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
@@ -377,78 +362,26 @@ class ForkSession:
         self._server_closed = True
         rec.closed_by, rec.close_code, rec.closed_t = "server", ws.close_code, self.core.now()
         if self.drachtio:
-            self._fire("disconnect")
+            self.fire("disconnect")
         else:
             code = ws.close_code or 1006
             body = {"status": "disconnected", "message": {"code": code, "reason": reason}}
-            self._fire("disconnect", _json(body))
+            self.fire("disconnect", compact_json(body))
         self._wake.set()
 
     # ------------------------------------------------------------------ server -> module messages
     def _on_server_text(self, text: str) -> None:
         self.record.server_messages.append(text)
-        if self._stopping:
-            return  # the bug is gone: late messages are dropped
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            if not self.drachtio:  # mod_audio_stream passes any other text on as ::json
-                self._fire("json", text)
-                return
-            self.ch.truth.errors.append(f"{self.module}: unparseable server message {text[:80]!r}")
-            return
-        if self.drachtio:
-            self._drachtio_message(obj, text)
-        else:
-            self._stream_message(obj, text)
+        if not self._stopping:  # once the bug is gone, late messages are dropped
+            handle_server_text(self, text)
 
-    def _drachtio_message(self, obj: object, text: str) -> None:
-        typ = obj.get("type", "json") if isinstance(obj, dict) else "json"
-        data = obj.get("data") if isinstance(obj, dict) else None
-        if typ == "playAudio":
-            if not isinstance(data, dict) or "audioContentType" not in data:
-                self.ch.truth.errors.append(
-                    "mod_audio_fork: playAudio without data.audioContentType "
-                    "(FreeSWITCH would crash: strcmp on NULL)"
-                )
-                return
-            body = {k: v for k, v in data.items() if k != "audioContent"}
-            kind = data["audioContentType"]
-            if kind in ("raw", "wave", "wav"):
-                rate = data.get("sampleRate")
-                ext = ".wav" if kind != "raw" else _RAW_EXT.get(rate, ".r16")  # type: ignore[arg-type]
-                body["file"] = self._write_file(ext, str(data.get("audioContent", "")))
-            self._fire("play_audio", _json(body))
-        elif typ == "killAudio":
-            self.ch.cf_break = 2  # stops the current file; queued broadcasts stay queued
-            self._fire("kill_audio")
-        elif typ in ("transcription", "transfer", "error", "disconnect"):
-            self._fire(typ, _json(data) if data is not None else None)
-        elif typ == "json":
-            self._fire("json", text)
-        else:
-            self.ch.truth.errors.append(f"mod_audio_fork: unknown message type {typ!r}: no event")
-
-    def _stream_message(self, obj: object, text: str) -> None:
-        if isinstance(obj, dict) and obj.get("type") == "streamAudio":
-            data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
-            kind = str(data.get("audioDataType", "raw"))
-            rate = int(data.get("sampleRate", 8000) or 8000)
-            ext = {"raw": f".r{rate // 1000}", "wav": ".wav", "mp3": ".mp3", "ogg": ".ogg"}.get(
-                kind, f".{kind}"
-            )
-            body = {k: v for k, v in data.items() if k != "audioData"}
-            body["file"] = self._write_file(ext, str(data.get("audioData", "")))
-            self._fire("play", _json(body))
-        else:
-            self._fire("json", text)
-
-    def _write_file(self, ext: str, b64: str) -> str:
+    def write_temp_file(self, ext: str, b64: str) -> str:
+        """``<temp_dir>/<uuid>_<N>.tmp<ext>`` (N counts across all calls), deleted with the fork."""
         self.core.fork_file_counter += 1
         name = f"{self.ch.uuid}_{self.core.fork_file_counter}.tmp{ext}"
         path = os.path.join(self.core.temp_dir, name)
         with open(path, "wb") as f:
-            f.write(_b64_prefix_decode(b64))
+            f.write(b64_prefix_decode(b64))
         self.files.append(path)
         return path
 

@@ -156,7 +156,10 @@ def _split_blank(buf: str, max_parts: int) -> list[str]:
             i += 1
         else:
             state = "start"
-    return [_cleanup(buf[s : e if e is not None else len(buf)], None) for s, e in zip(starts, ends)]
+    return [
+        _cleanup(buf[s : e if e is not None else len(buf)], None)
+        for s, e in zip(starts, ends, strict=True)
+    ]
 
 
 def _split_char(buf: str, delim: str, max_parts: int) -> list[str]:
@@ -181,7 +184,8 @@ def _split_char(buf: str, delim: str, max_parts: int) -> list[str]:
             state = "start"
         i += 1
     return [
-        _cleanup(buf[s : e if e is not None else len(buf)], delim) for s, e in zip(starts, ends)
+        _cleanup(buf[s : e if e is not None else len(buf)], delim)
+        for s, e in zip(starts, ends, strict=True)
     ]
 
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from fsbridge.sim.fs_api import SHOW_CHANNEL_KEYS
 from fsbridge.sim.freeswitch import FreeSwitchSim
+from fsbridge.sim.fs_api import SHOW_CHANNEL_KEYS
 from fsbridge.sim.fs_wire import url_decode
 from tests.sim_freeswitch.gs_client import GsClient
 from tests.sim_freeswitch.raw_esl import RawEsl, parse_plain

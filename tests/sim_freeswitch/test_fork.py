@@ -7,14 +7,15 @@ import base64
 import json
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fsbridge.sim.clock import SimClock
+from fsbridge.sim.freeswitch import FreeSwitchSim
 from fsbridge.sim.fs_events import SimEvent
 from fsbridge.sim.fs_fork_api import FORK_SYNTAX, parse_fork_url
-from fsbridge.sim.freeswitch import FreeSwitchSim
 from tests.sim_freeswitch.conftest import ForkPeer, poll, ramp
 from tests.sim_freeswitch.gs_client import GsClient
 
@@ -193,7 +194,7 @@ async def test_server_messages_become_events(
     body = json.loads(ev.body or "")
     assert "audioContent" not in body and body["id"] == 7 and body["file"].endswith(".tmp.r8")
     assert (
-        os.path.basename(body["file"]).startswith(uuid) and open(body["file"], "rb").read() == pcm
+        os.path.basename(body["file"]).startswith(uuid) and Path(body["file"]).read_bytes() == pcm
     )
     # killAudio stops the current file only: the queued one still plays
     a, b = wav_factory("a.wav", ramp(16000, 1)), wav_factory("b.wav", ramp(800, 1))
@@ -253,7 +254,7 @@ async def test_stop_text_send_text_pause_resume_graceful(
     await poll(lambda: len(s.binary()) > n + 5)
     assert await sim.api(f"uuid_audio_fork {uuid} graceful-shutdown") == "+OK Success\n"
     await poll(lambda: any(len(d) == 0 for _, d in s.binary()))
-    zero = [i for i, (_, d) in enumerate(s.binary()) if len(d) == 0][0]
+    zero = next(i for i, (_, d) in enumerate(s.binary()) if len(d) == 0)
     await sim.wait_for(lambda: sim.channel(uuid).tick > t + 30)
     assert len(s.binary()) == zero + 1  # no audio after the zero-length frame
     assert await sim.api(f'uuid_audio_fork {uuid} stop {{"bye":true}}') == "+OK Success\n"
@@ -358,7 +359,7 @@ async def test_mod_audio_stream_variant(sim: FreeSwitchSim, peer_factory: PeerFa
     await s.ws.send_str("free text")
     await poll(lambda: custom(sim, "mod_audio_stream::json"))
     play = json.loads(custom(sim, "mod_audio_stream::play")[0].body or "")
-    assert "audioData" not in play and open(play["file"], "rb").read() == pcm
+    assert "audioData" not in play and Path(play["file"]).read_bytes() == pcm
     assert custom(sim, "mod_audio_stream::json")[0].body == "free text"
     assert await sim.api(f"uuid_audio_stream {uuid} graceful-shutdown") == "-ERR Operation Failed\n"
     await s.ws.close(code=1000, message=b"bye")
