@@ -40,12 +40,14 @@ __all__ = [
     "SessionUpdated",
     "SpeechStarted",
     "SpeechStopped",
+    "TimeoutTriggered",
     "TranscriptDone",
     "check_session",
     "function_call_output",
     "input_audio_append",
     "input_audio_commit",
     "item_truncate",
+    "message_item",
     "parse_server_event",
     "response_cancel",
     "response_create",
@@ -150,11 +152,26 @@ def input_audio_commit() -> dict:
     return {"type": "input_audio_buffer.commit"}
 
 
-def response_create(instructions: str | None = None) -> dict:
-    """Ask for a response; ``instructions`` override the session's for this response only."""
-    if instructions is None:
+def response_create(
+    instructions: str | None = None, *, metadata: Mapping[str, str] | None = None
+) -> dict:
+    """Ask for a response; ``instructions`` override the session's for this response only.
+
+    ``metadata`` (at most 16 string pairs) is echoed in ``response.created``: it is how the call
+    recognises the response it asked for (a goodbye, a prompt) among those VAD starts.
+    """
+    if instructions is None and metadata is None:
         return {"type": "response.create"}
-    return {"type": "response.create", "response": {"instructions": instructions}}
+    response: dict[str, Any] = {}
+    if instructions is not None:
+        response["instructions"] = instructions
+    if metadata is not None:
+        if len(metadata) > 16 or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
+            raise ValueError("response metadata is at most 16 string keys with string values")
+        response["metadata"] = dict(metadata)
+    return {"type": "response.create", "response": response}
 
 
 def response_cancel() -> dict:
@@ -186,6 +203,20 @@ def text_item(role: Literal["user", "system"], text: str) -> dict:
             "role": role,
             "content": [{"type": "input_text", "text": text}],
         },
+    }
+
+
+def message_item(role: Literal["user", "system", "assistant"], text: str) -> dict:
+    """A text message of any role, for re-seeding a new session with the conversation so far.
+
+    Assistant text goes in as ``output_text`` (GA accepts assistant *text* items, never audio).
+    """
+    if role not in ("user", "system", "assistant"):
+        raise ValueError(f"message items are 'user', 'system' or 'assistant', not {role!r}")
+    kind = "output_text" if role == "assistant" else "input_text"
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": role, "content": [{"type": kind, "text": text}]},
     }
 
 
@@ -263,6 +294,16 @@ class InputCommitted:
 @dataclass(frozen=True, slots=True)
 class ResponseCreated:
     response_id: str
+    metadata: dict | None = None  # what the client's response.create carried, echoed
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutTriggered:
+    """Server VAD's ``idle_timeout_ms`` fired: the caller said nothing after the last reply."""
+
+    audio_start_ms: int
+    audio_end_ms: int
+    item_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +376,7 @@ ServerEvent: TypeAlias = (
     | SessionUpdated
     | SpeechStarted
     | SpeechStopped
+    | TimeoutTriggered
     | InputCommitted
     | ResponseCreated
     | AudioDelta
@@ -414,6 +456,21 @@ def _response_done(f: _Fields) -> ResponseDone:
     )
 
 
+def _output_item_done(f: _Fields) -> ServerEvent:
+    # A tool runs on the completed function_call item only: the arguments' own .done event for
+    # the same call stays an OtherEvent, so a tool never runs twice (one event per call_id).
+    item = f.sub("item")
+    if item.obj.get("type") != "function_call":
+        return OtherEvent(f.type, dict(f.obj))
+    return FunctionCall(
+        f.text("response_id"),
+        item.text("id"),
+        item.text("call_id"),
+        item.text("name"),
+        item.text("arguments"),
+    )
+
+
 def _error(f: _Fields) -> Error:
     e = f.sub("error")
     return Error(
@@ -435,7 +492,12 @@ _PARSERS: dict[str, Callable[[_Fields], ServerEvent]] = {
         f.integer("audio_end_ms"), f.text("item_id")
     ),
     "input_audio_buffer.committed": lambda f: InputCommitted(f.text("item_id")),
-    "response.created": lambda f: ResponseCreated(f.sub("response").text("id")),
+    "input_audio_buffer.timeout_triggered": lambda f: TimeoutTriggered(
+        f.integer("audio_start_ms"), f.integer("audio_end_ms"), f.text("item_id")
+    ),
+    "response.created": lambda f: ResponseCreated(
+        f.sub("response").text("id"), f.sub("response").opt_dict("metadata")
+    ),
     "response.output_audio.delta": lambda f: AudioDelta(
         f.text("response_id"), f.text("item_id"), f.b64("delta")
     ),
@@ -446,15 +508,7 @@ _PARSERS: dict[str, Callable[[_Fields], ServerEvent]] = {
     "conversation.item.input_audio_transcription.completed": lambda f: InputTranscript(
         f.text("item_id"), f.text("transcript")
     ),
-    # The call is acted on here and only here: response.output_item.done for the same call
-    # stays an OtherEvent, so a tool never runs twice.
-    "response.function_call_arguments.done": lambda f: FunctionCall(
-        f.text("response_id"),
-        f.text("item_id"),
-        f.text("call_id"),
-        f.text("name"),
-        f.text("arguments"),
-    ),
+    "response.output_item.done": _output_item_done,
     "conversation.item.truncated": lambda f: ItemTruncated(
         f.text("item_id"), f.integer("audio_end_ms")
     ),

@@ -205,7 +205,7 @@ class FreeSwitchSim:
 
     async def say(self, uuid: str, audio: AudioInput, rate: int = 8000) -> None:
         """More caller audio, from the next frame on (mixed over anything still playing)."""
-        ch = self.channel(uuid)
+        ch = self._live(uuid)
         samples, in_rate = _load_audio(audio, rate)
         ch.caller.add(resample(samples, in_rate, ch.rate), ch.tick + 1)
 
@@ -217,7 +217,13 @@ class FreeSwitchSim:
 
     async def send_dtmf(self, uuid: str, digits: str) -> None:
         """The caller presses keys (DTMF events, one per digit)."""
-        self.channel(uuid).receive_dtmf(digits)
+        self._live(uuid).receive_dtmf(digits)
+
+    def _live(self, uuid: str) -> SimChannel:
+        ch = self.channel(uuid)
+        if not ch.ready:
+            raise ValueError(f"call {uuid} has hung up")
+        return ch
 
     async def api(self, command: str) -> str:
         """Run an API command in-process (as over ESL, but not recorded as an ESL command)."""

@@ -9,6 +9,7 @@ event.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from fsbridge.sim.fs_fork_api import audio_fork_api, audio_stream_api
 from fsbridge.sim.fs_wire import separate_string
 
 __all__ = ["API_NAMES", "run_api"]
+
+log = logging.getLogger(__name__)
 
 NO_CHANNEL = "-ERR No such channel!\n"
 BROADCAST_USAGE = "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
@@ -377,7 +380,11 @@ async def run_api(core: SimCore, command: str, arg: str) -> str:
     delay = core.settings.api_delays.get(command) or core.settings.api_delays.get(command.lower())
     if delay:
         await core.clock.sleep(delay)
-    out = handler(core, arg)
+    try:
+        out = handler(core, arg)
+    except Exception as exc:  # a simulator bug must not take the connection down
+        log.exception("API %s %r failed in the simulator", command, arg)
+        out = f"-ERR simulator error in {command}: {exc!r}\n"
     ev = core.new_event("API")
     ev.add("API-Command", command)
     ev.add("API-Command-Argument", arg)

@@ -14,6 +14,7 @@ tick, recorded as heard at that tick's time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid as uuidlib
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from fsbridge.sim.fs_fork import ForkSession
 
 __all__ = ["SimChannel"]
+
+log = logging.getLogger(__name__)
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
@@ -262,15 +265,22 @@ class SimChannel:
         from fsbridge.sim import fs_apps  # the apps run on this channel; imported late (cycle)
 
         try:
-            await fs_apps.park_loop(self)
-            self.parked = False
-            self.fire("CHANNEL_UNPARK")
-            self.fire_execute_complete("park", "", self._park_uuid, "_none_")
-            while self.ready and self.transfer_request is not None:
-                self._do_transfer()
-                await fs_apps.idle_loop(self)
+            await self._lifetime(fs_apps)
+        except Exception as exc:  # a simulator bug ends this call, visibly, not the others
+            log.exception("channel %s failed in the simulator", self.uuid)
+            self.truth.errors.append(f"simulator error: {exc!r}")
         finally:
             await self._hangup_sequence()
+
+    async def _lifetime(self, fs_apps: Any) -> None:
+        """Parked until hangup or transfer; after a transfer, whatever runs there (unmodelled)."""
+        await fs_apps.park_loop(self)
+        self.parked = False
+        self.fire("CHANNEL_UNPARK")
+        self.fire_execute_complete("park", "", self._park_uuid, "_none_")
+        while self.ready and self.transfer_request is not None:
+            self._do_transfer()
+            await fs_apps.idle_loop(self)
 
     def _do_transfer(self) -> None:
         assert self.transfer_request is not None
@@ -341,9 +351,8 @@ class SimChannel:
         self.request_hangup("SYSTEM_SHUTDOWN")
         if self._task is None:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except (TimeoutError, asyncio.CancelledError):
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 

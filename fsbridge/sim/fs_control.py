@@ -97,7 +97,10 @@ async def dtmf(request: web.Request) -> web.Response:
         or any(d not in "0123456789*#ABCD" for d in digits)
     ):
         return _error(400, "digits must be a non-empty string of 0-9 * # A-D")
-    await request.app[SIM_KEY].send_dtmf(ch.uuid, digits)
+    try:
+        await request.app[SIM_KEY].send_dtmf(ch.uuid, digits)
+    except ValueError as exc:
+        return _error(409, str(exc))
     return web.json_response({"uuid": ch.uuid, "digits": digits})
 
 
@@ -110,6 +113,8 @@ async def say(request: web.Request) -> web.Response:
         await request.app[SIM_KEY].say(ch.uuid, wav)
     except WavError as exc:
         return _error(400, str(exc))
+    except ValueError as exc:
+        return _error(409, str(exc))
     return web.json_response({"uuid": ch.uuid, "utterances": len(ch.truth.utterance_log)})
 
 

@@ -60,6 +60,8 @@ class EslServer:
             await conn.run()
         except asyncio.CancelledError:
             pass  # only stop() cancels us; ending quietly keeps asyncio's stream callback happy
+        except Exception:  # a simulator bug closes this connection, not the server
+            log.exception("ESL connection failed in the simulator")
         finally:
             self.connections.discard(conn)
             self._conn_tasks.discard(task)

@@ -103,6 +103,8 @@ class ForkSession:
         self._final_text = text
         self.ch.forks.pop(self.record.bugname, None)
         if self.state == "connecting" and self._task is not None:
+            self.state = "closed"
+            self.record.closed_t, self.record.closed_by = self.core.now(), "us"
             self._task.cancel()
         self._wake.set()
 
@@ -127,13 +129,10 @@ class ForkSession:
     async def wait_closed(self, timeout: float) -> None:
         if self._task is None:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except (TimeoutError, asyncio.CancelledError):
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)  # never raises its result
+        if not done:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        except Exception:  # the task's own failure is already recorded
-            pass
 
     # ------------------------------------------------------------------ the media bug
     def on_read(
@@ -144,6 +143,7 @@ class ForkSession:
             self._stopping
             or self.paused
             or self.graceful
+            or self._server_closed  # the pipe is gone; the bug stays attached but idle
             or self.state not in ("connecting", "connected")
         ):
             return

@@ -81,12 +81,14 @@ class _Connection:
         self.delay_s = 0.0
         self._close_queued = False
 
-    def flush(self) -> None:
+    def flush(self, *, wake: bool = True) -> None:
+        """Queue the session's new events for the writer; ``wake`` re-arms the timer task."""
         now = self._clock.now()
         for item in self.session.take_outbox():
             self._close_queued |= isinstance(item, CloseRequest)
             self._queue.put_nowait((now, item))
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     def abort(self) -> None:
         """Drop the socket without a close frame (what a dead network looks like)."""
@@ -132,8 +134,9 @@ class _Connection:
         finally:
             timers.cancel()
             if not writer.done() and self._close_queued and self.session.close_code != 1006:
-                with contextlib.suppress(asyncio.TimeoutError, Exception):
-                    await asyncio.wait_for(asyncio.shield(writer), 2.0)
+                with contextlib.suppress(TimeoutError, Exception):
+                    async with asyncio.timeout(2.0):
+                        await asyncio.shield(writer)
             writer.cancel()
             for task in (writer, timers):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -169,14 +172,17 @@ class _Connection:
                     return
 
     async def _timers(self) -> None:
+        """Sleep until the session's next deadline, or until new input may have changed it."""
+        loop = asyncio.get_running_loop()
         while not self.session.ended:
-            deadline = self.session.next_deadline()
-            timeout = None if deadline is None else max(0.0, self._clock.real_deadline(deadline) - time.monotonic())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+            deadline = self.session.next_deadline()
+            when = None if deadline is None else loop.time() + max(0.0, self._clock.real_deadline(deadline) - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(when):
+                    await self._wake.wait()
             self.session.on_timer(self._clock.now())
-            self.flush()
+            self.flush(wake=False)
             self.sim._notify()
 
 
@@ -296,8 +302,9 @@ class RealtimeSim:
                 raise TimeoutError(f"condition not met within {timeout}s")
             if self._change is None or self._change.done():
                 self._change = loop.create_future()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._change), min(remaining, 0.05))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.05)):
+                    await asyncio.shield(self._change)
 
     def _notify(self) -> None:
         if self._change is not None and not self._change.done():

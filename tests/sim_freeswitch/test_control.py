@@ -67,6 +67,8 @@ async def test_control_api_end_to_end(wav_factory: Callable[..., str], tmp_path:
             assert (await r.json())["hangup_cause"] == "USER_BUSY"
             log = await (await http.get(f"{base}/calls/{uuid}/log")).json()
             assert log["call"]["destroyed"] and log["truth"]["hangup_cause"] == "USER_BUSY"
+            r = await http.post(f"{base}/calls/{uuid}/dtmf", json={"digits": "1"})
+            assert r.status == 409 and "hung up" in (await r.json())["error"]
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 10) == 0

@@ -370,3 +370,58 @@ async def test_uuid_transfer_leaves_park(gs: GsClient, sim: FreeSwitchSim) -> No
         await gs.api(f"uuid_transfer {uuid}")
         == "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
     )
+
+
+async def test_heartbeat_setting() -> None:
+    from fsbridge.sim.clock import SimClock
+
+    async with FreeSwitchSim(clock=SimClock(50), heartbeat_s=1.0) as sim:
+        raw = await RawEsl.connect(sim.esl_port)
+        await raw.command("event plain HEARTBEAT")
+        _, body = await raw.frame()
+        pairs = dict(parse_plain(body))
+        assert pairs["Event-Name"] == "HEARTBEAT" and pairs["Event-Info"] == "System%20Ready"
+        await raw.close()
+
+
+def test_simulator_is_independent_of_the_service() -> None:
+    import ast
+    from pathlib import Path
+
+    import fsbridge.sim
+
+    forbidden = ("fsbridge.esl", "fsbridge.fork", "fsbridge.realtime", "fsbridge.audio.resample",
+                 "fsbridge.call", "fsbridge.service")  # fmt: skip
+    sim_dir = Path(fsbridge.sim.__file__).parent
+    for path in [sim_dir / "freeswitch.py", *sim_dir.glob("fs_*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+            assert not [n for n in names if n.startswith(forbidden)], path.name
+
+
+async def test_garbage_arguments_get_replies_not_crashes(sim: FreeSwitchSim) -> None:
+    from fsbridge.sim.fs_api import API_NAMES
+
+    uuid = await sim.originate(profile="default")
+    garbage = ["", " ", "'", "\\", "'unterminated", "^^", "^^|", "^^|||", uuid, f"{uuid} ", f"{uuid} '",
+               f"{uuid} start", f"{uuid} start ws:// mono 0k", f"{uuid} start ws://x:99999999/ stereo 8k b {{",
+               f"{uuid} =;=;;", f"{uuid} x", "a/b", "///", "insert//", "ü \x00 \t", "-bleg", f"{uuid} -both"]  # fmt: skip
+    for name in sorted(API_NAMES):
+        for arg in garbage:
+            out = await sim.api(f"{name} {arg}")
+            assert isinstance(out, str) and out, (name, arg)
+            assert "simulator error" not in out, (name, arg, out)
+    raw = await RawEsl.connect(sim.esl_port)
+    for junk in (
+        "sendmsg",
+        "sendmsg \ncall-command: execute",
+        "bgapi",
+        "filter",
+        "myevents",
+        "event",
+    ):
+        _, h = await raw.command(junk)
+        assert h["Content-Type"] == "command/reply"
+    await raw.close()

@@ -163,6 +163,8 @@ async def test_buffer_overrun_fires_once_and_drops_the_buffer(peer_factory: Peer
             peer.sessions[0].reading.set()  # the server reads again: streaming continues
             await poll(lambda: fork.bytes_sent > sent + 3200)
             assert len(custom(sim, "mod_audio_fork::buffer_overrun")) == 1
+            # the buffer was dropped each time: nothing larger than it (1 s = 16000 B) ever went out
+            assert max(n for _, n in ch.truth.caller_frames) <= 16000
             await sim.hangup(uuid)
         finally:
             await peer.stop()

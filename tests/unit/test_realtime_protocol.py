@@ -33,12 +33,14 @@ from fsbridge.realtime.protocol import (
     SessionUpdated,
     SpeechStarted,
     SpeechStopped,
+    TimeoutTriggered,
     TranscriptDone,
     check_session,
     function_call_output,
     input_audio_append,
     input_audio_commit,
     item_truncate,
+    message_item,
     parse_server_event,
     response_cancel,
     response_create,
@@ -287,6 +289,33 @@ def test_simple_client_events() -> None:
     validate_client_event(text_item("system", "The caller is on a mobile phone."))
 
 
+def test_response_create_with_metadata() -> None:
+    event = response_create(metadata={"fsbridge": "goodbye"})
+    assert event == {"type": "response.create", "response": {"metadata": {"fsbridge": "goodbye"}}}
+    validate_client_event(event)
+    both = response_create("Say goodbye.", metadata={"fsbridge": "goodbye"})
+    assert both["response"] == {"instructions": "Say goodbye.", "metadata": {"fsbridge": "goodbye"}}
+    validate_client_event(both)
+    with pytest.raises(ValueError, match="16 string"):
+        response_create(metadata={str(i): "x" for i in range(17)})
+    with pytest.raises(ValueError, match="16 string"):
+        response_create(metadata={"n": 1})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("role", ["user", "system", "assistant"])
+def test_message_item_for_each_role(role: str) -> None:
+    event = message_item(role, "Hello there")  # type: ignore[arg-type]
+    validate_client_event(event)
+    part = event["item"]["content"][0]
+    assert event["item"]["role"] == role
+    assert part == {
+        "type": "output_text" if role == "assistant" else "input_text",
+        "text": "Hello there",
+    }
+    with pytest.raises(ValueError, match="'assistant'"):
+        message_item("tool", "x")  # type: ignore[arg-type]
+
+
 def test_builder_argument_errors() -> None:
     with pytest.raises(ValueError, match="audio_end_ms"):
         item_truncate("item_1", -1)
@@ -485,14 +514,21 @@ CASES: list[tuple[dict[str, Any], Any]] = [
         InputTranscript("item_CDj6wu9DkbWLm6CYtl3cS", "Merhaba, siparişim nerede?"),
     ),
     (
+        # The completed function_call item is where a tool runs (one event per call_id).
         {
-            "type": "response.function_call_arguments.done",
+            "type": "response.output_item.done",
             "event_id": "event_11",
-            **IDS,
+            "response_id": IDS["response_id"],
             "output_index": 1,
-            "call_id": "call_Qf6Hn0mG4bVx9F2s",
-            "name": "transfer_call",
-            "arguments": '{"department":"sales"}',
+            "item": {
+                "id": IDS["item_id"],
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": "completed",
+                "call_id": "call_Qf6Hn0mG4bVx9F2s",
+                "name": "transfer_call",
+                "arguments": '{"department":"sales"}',
+            },
         },
         FunctionCall(
             IDS["response_id"],
@@ -590,6 +626,24 @@ CASES: list[tuple[dict[str, Any], Any]] = [
             "evt_client_3",
         ),
     ),
+    (
+        {
+            "type": "input_audio_buffer.timeout_triggered",
+            "event_id": "event_18",
+            "audio_start_ms": 4200,
+            "audio_end_ms": 9200,
+            "item_id": "item_CDj6wu9DkbWLm6CYtl3cT",
+        },
+        TimeoutTriggered(4200, 9200, "item_CDj6wu9DkbWLm6CYtl3cT"),
+    ),
+    (
+        {
+            "type": "response.created",
+            "event_id": "event_19",
+            "response": {**_response("in_progress"), "metadata": {"fsbridge": "goodbye"}},
+        },
+        ResponseCreated(IDS["response_id"], {"fsbridge": "goodbye"}),
+    ),
 ]
 
 OTHER: list[dict[str, Any]] = [
@@ -608,19 +662,28 @@ OTHER: list[dict[str, Any]] = [
         "obfuscation": "Zq3uX8",
     },
     {
-        # The completed function call item: deliberately not a FunctionCall (no double runs).
-        "type": "response.output_item.done",
+        # The arguments' done event: deliberately not a FunctionCall (no double runs).
+        "type": "response.function_call_arguments.done",
         "event_id": "event_22",
-        "response_id": IDS["response_id"],
+        **IDS,
         "output_index": 1,
+        "call_id": "call_Qf6Hn0mG4bVx9F2s",
+        "name": "transfer_call",
+        "arguments": '{"department":"sales"}',
+    },
+    {
+        # A completed assistant message item is not a function call either.
+        "type": "response.output_item.done",
+        "event_id": "event_24",
+        "response_id": IDS["response_id"],
+        "output_index": 0,
         "item": {
             "id": IDS["item_id"],
             "object": "realtime.item",
-            "type": "function_call",
+            "type": "message",
             "status": "completed",
-            "call_id": "call_Qf6Hn0mG4bVx9F2s",
-            "name": "transfer_call",
-            "arguments": '{"department":"sales"}',
+            "role": "assistant",
+            "content": [{"type": "output_audio", "transcript": "Hello!"}],
         },
     },
     {"type": "input_audio_buffer.cleared", "event_id": "event_23"},
@@ -685,7 +748,15 @@ MALFORMED = [
     (_without(CASES[15][0], "error", "message"), "error", "'message'"),
     (_with(CASES[15][0], "boom", "error"), "error", "'error'"),
     (_with(CASES[0][0], [], "session"), "session.created", "'session'"),
-    (_without(CASES[10][0], "name"), "response.function_call_arguments.done", "'name'"),
+    (_without(CASES[10][0], "item", "name"), "response.output_item.done", "'name'"),
+    (_without(CASES[10][0], "item", "call_id"), "response.output_item.done", "'call_id'"),
+    (_with(CASES[10][0], "x", "item"), "response.output_item.done", "'item'"),
+    (
+        _without(CASES[17][0], "audio_end_ms"),
+        "input_audio_buffer.timeout_triggered",
+        "'audio_end_ms'",
+    ),
+    (_with(CASES[18][0], "x", "response", "metadata"), "response.created", "'metadata'"),
 ]
 
 
