@@ -25,6 +25,11 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.slow
 
 
+def fork_connected(ch) -> bool:
+    fork = ch.truth.fork
+    return fork is not None and fork.connected_t is not None
+
+
 def heard_from(ch, name: str) -> int:
     return sum(len(f.samples) for f in ch.truth.heard if name in (f.source or ""))
 
@@ -90,7 +95,7 @@ async def test_unknown_profile_rejects_only_that_call(tmp_path: Path, fs: FreeSw
         good = await fs.originate(profile="english")
         await asyncio.wait_for(fs.channel(bad).hung_up.wait(), 10)
         assert any(f"uuid_kill {bad} CALL_REJECTED" in c.text for c in fs.commands)
-        await wait_until(lambda: fs.channel(good).truth.fork.connected_t is not None, 10, "good call's fork")
+        await wait_until(lambda: fork_connected(fs.channel(good)), 10, "good call's fork")
         assert not fs.channel(good).hung_up.is_set()
         assert "unknown profile 'no-such-profile'" in bridge.log()
         await fs.hangup(good)
@@ -121,7 +126,7 @@ async def test_fork_with_wrong_credentials_or_unknown_call_gets_401(
     try:
         await wait_ready(bridge)
         uuid = await fs.originate(profile="english")
-        await wait_until(lambda: fs.channel(uuid).truth.fork.connected_t is not None, 10, "fork")
+        await wait_until(lambda: fork_connected(fs.channel(uuid)), 10, "fork")
         url = f"ws://127.0.0.1:{bridge.port}/fork/{uuid}"
         async with aiohttp.ClientSession() as http:
             for target, auth in ((url, aiohttp.BasicAuth("x", "y")), (url.replace(uuid, "unknown"), None)):

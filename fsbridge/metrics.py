@@ -1,0 +1,344 @@
+"""Metric definitions (Prometheus) and the per-call observer that updates them.
+
+Every figure lives in one ``Metrics`` object per ``Service``, on its own ``CollectorRegistry``
+(never the global one: tests and the demo run several services in one process). ``CallMetrics`` is
+the ``CallObserver`` of one call: it turns the call's hooks into metric updates and keeps the few
+running figures the admin view shows (last latency, tokens and cost so far). Nothing here runs per
+audio frame; the append events it sees (~25/s) only cost a length computation.
+
+Latency definitions (see docs/operations.md):
+* first-audio latency of a turn: the caller stopped speaking (the end of speech that the server's
+  ``speech_stopped`` names, mapped back to when that audio left the bridge) → first reply sample
+  playing on the channel (PLAYBACK_START of the reply's first file).
+* bridge latency, downlink: the reply's first audio delta received → its first sample playing.
+* bridge latency, uplink: caller audio's wait in the bridge before its append batch is sent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from . import __version__
+from .call.observer import CallObserver
+from .config import Price
+
+if TYPE_CHECKING:
+    from .call.call import Call, CallSummary
+    from .call.downlink import ReplyStats, Truncation
+    from .esl.protocol import EslEvent
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "TOKEN_KINDS",
+    "CallMetrics",
+    "Metrics",
+    "add_usage",
+    "find_price",
+    "usage_cost",
+    "usage_tokens",
+]
+
+TOKEN_KINDS = (
+    "input_text",
+    "input_cached_text",
+    "input_audio",
+    "input_cached_audio",
+    "output_text",
+    "output_audio",
+)
+_PRICE_FIELD = {
+    "input_text": "text_in",
+    "input_cached_text": "text_cached",
+    "input_audio": "audio_in",
+    "input_cached_audio": "audio_cached",
+    "output_text": "text_out",
+    "output_audio": "audio_out",
+}
+_CODE_RE = re.compile(r"^[a-z0-9_.\-]{1,64}$")
+_B64_PER_MS = 64  # base64 characters per ms of 24 kHz int16 audio (48 bytes * 4/3)
+
+
+def _int(d: Mapping[str, Any] | None, key: str) -> int:
+    v = (d or {}).get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def usage_tokens(usage: Mapping[str, Any]) -> dict[str, int]:
+    """A GA ``response.done`` usage object as billable token counts by kind.
+
+    Cached input tokens are part of the input counts (OpenAI bills them at the cached price), so
+    they are taken out of the plain input kinds. Without details, everything counts as text.
+    """
+    inp = usage.get("input_token_details")
+    out = usage.get("output_token_details")
+    if not isinstance(inp, Mapping) and not isinstance(out, Mapping):
+        return {
+            **dict.fromkeys(TOKEN_KINDS, 0),
+            "input_text": _int(usage, "input_tokens"),
+            "output_text": _int(usage, "output_tokens"),
+        }
+    inp = inp if isinstance(inp, Mapping) else {}
+    out = out if isinstance(out, Mapping) else {}
+    cached = inp.get("cached_tokens_details")
+    cached = cached if isinstance(cached, Mapping) else {}
+    cached_text, cached_audio = _int(cached, "text_tokens"), _int(cached, "audio_tokens")
+    return {
+        "input_text": max(0, _int(inp, "text_tokens") - cached_text),
+        "input_cached_text": cached_text,
+        "input_audio": max(0, _int(inp, "audio_tokens") - cached_audio),
+        "input_cached_audio": cached_audio,
+        "output_text": _int(out, "text_tokens"),
+        "output_audio": _int(out, "audio_tokens"),
+    }
+
+
+def add_usage(totals: dict[str, int], usage: Mapping[str, Any]) -> dict[str, int]:
+    """Add one response's usage into ``totals`` (by kind); returns this response's counts."""
+    counts = usage_tokens(usage)
+    for kind, n in counts.items():
+        totals[kind] = totals.get(kind, 0) + n
+    return counts
+
+
+def find_price(model: str, prices: Mapping[str, Price]) -> Price | None:
+    """The price of ``model``: exact name, else the longest configured prefix (dated snapshots)."""
+    if model in prices:
+        return prices[model]
+    best = max((name for name in prices if model.startswith(name)), key=len, default=None)
+    return prices[best] if best is not None else None
+
+
+def usage_cost(tokens: Mapping[str, int], price: Price) -> float:
+    """Estimated USD for token counts by kind (prices are per 1M tokens)."""
+    return sum(tokens.get(k, 0) * getattr(price, f) for k, f in _PRICE_FIELD.items()) / 1e6
+
+
+class Metrics:
+    """All of one service's metrics, on a registry of its own."""
+
+    def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
+        self.prices = dict(prices or {})
+        r = self.registry = CollectorRegistry()
+        self.info = Gauge("fsbridge_build_info", "fsbridge version", ["version"], registry=r)
+        self.info.labels(__version__).set(1)
+        self.calls_active = Gauge("fsbridge_calls_active", "Calls being served now", registry=r)
+        self.calls = Counter(
+            "fsbridge_calls", "Calls ended, by outcome", ["outcome"], registry=r
+        )
+        self.fallbacks = Counter(
+            "fsbridge_fallbacks",
+            "Calls not (or no longer) served by the model: why, and what they got",
+            ["reason", "action"],
+            registry=r,
+        )
+        self.call_duration = Histogram(
+            "fsbridge_call_duration_seconds",
+            "Duration of served calls",
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+            registry=r,
+        )
+        self.call_turns = Histogram(
+            "fsbridge_call_turns",
+            "Model responses per call",
+            buckets=(0, 1, 2, 3, 5, 8, 13, 21, 34, 55),
+            registry=r,
+        )
+        self.turns = Counter("fsbridge_turns", "Model responses started", registry=r)
+        self.first_audio = Histogram(
+            "fsbridge_first_audio_latency_seconds",
+            "Caller's end of speech -> first reply sample playing, per turn",
+            buckets=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0),
+            registry=r,
+        )
+        self.bridge_latency = Histogram(
+            "fsbridge_bridge_latency_seconds",
+            "Latency the bridge adds: downlink = first delta -> first sample playing, "
+            "uplink = caller audio held before its append",
+            ["direction"],
+            buckets=(0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+            registry=r,
+        )
+        self.barge_ins = Counter("fsbridge_barge_ins", "Replies the caller talked over", registry=r)
+        self.barge_in_reaction = Histogram(
+            "fsbridge_barge_in_reaction_seconds",
+            "speech_started received -> uuid_break sent",
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=r,
+        )
+        self.truncations = Counter(
+            "fsbridge_truncations", "conversation.item.truncate sent", registry=r
+        )
+        self.truncated_audio = Histogram(
+            "fsbridge_truncated_audio_seconds",
+            "Reply audio received but never heard, per truncation",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32),
+            registry=r,
+        )
+        self.playback_files = Counter(
+            "fsbridge_playback_files", "Reply chunk files queued", registry=r
+        )
+        self.playback_gaps = Histogram(
+            "fsbridge_playback_gap_seconds",
+            "Silence between consecutive chunk files of one reply",
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.12, 0.16, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.realtime_errors = Counter(
+            "fsbridge_realtime_errors", "Realtime error events, by code", ["code"], registry=r
+        )
+        self.esl_connected = Gauge(
+            "fsbridge_esl_connected", "1 while the event socket is logged in", registry=r
+        )
+        self.esl_reconnects = Counter(
+            "fsbridge_esl_reconnects", "Event socket connections lost and re-made", registry=r
+        )
+        self.draining = Gauge("fsbridge_draining", "1 while shutting down", registry=r)
+        self.tokens = Counter(
+            "fsbridge_tokens", "Realtime tokens used, by kind", ["kind"], registry=r
+        )
+        self.cost = Counter(
+            "fsbridge_cost_usd",
+            "Estimated Realtime cost (config 'prices'), by model",
+            ["model"],
+            registry=r,
+        )
+        for kind in TOKEN_KINDS:
+            self.tokens.labels(kind)
+        self.bridge_latency.labels("uplink")
+        self.bridge_latency.labels("downlink")
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def realtime_error(self, code: str | None) -> None:
+        label = code if code and _CODE_RE.match(code) else "other"
+        self.realtime_errors.labels(label).inc()
+
+    def call_observer(self, model: str) -> CallMetrics:
+        return CallMetrics(self, model)
+
+
+class CallMetrics(CallObserver):
+    """One call's hooks → metrics; also the running figures of the admin view."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self.m = metrics
+        self.model = model
+        self.price = find_price(model, metrics.prices)
+        self.tokens: dict[str, int] = dict.fromkeys(TOKEN_KINDS, 0)
+        self.cost_usd = 0.0
+        self.last_first_audio_ms: float | None = None
+        self.last_bridge_ms: float | None = None
+        self._speech_end_t: float | None = None
+        self._sent_ms = 0.0  # caller audio appended so far (the server's input timeline)
+        self._appends: deque[tuple[float, float]] = deque(maxlen=512)  # (end ms, time sent)
+        self._counted: dict[str, tuple[int, int]] = {}  # response id -> (files, gaps) counted
+        self._active = False
+
+    # -- lifetime
+    def call_started(self, call: Call) -> None:
+        self._active = True
+        self.m.calls_active.inc()
+
+    def call_ended(self, call: Call, summary: CallSummary) -> None:
+        self._sweep(call)
+        if self._active:
+            self._active = False
+            self.m.calls_active.dec()
+        self.m.calls.labels(summary.outcome).inc()
+        self.m.call_duration.observe(max(0.0, summary.duration_s))
+        self.m.call_turns.observe(summary.turns)
+
+    # -- Realtime
+    def realtime_event(self, call: Call, direction: Literal["in", "out"], event: dict) -> None:
+        kind = event.get("type")
+        if direction == "out":
+            if kind == "input_audio_buffer.append":
+                audio = event.get("audio")
+                if isinstance(audio, str):
+                    self._sent_ms += len(audio) / _B64_PER_MS
+                    self._appends.append((self._sent_ms, time.monotonic()))
+            return
+        if kind == "response.created":
+            self.m.turns.inc()
+        elif kind == "input_audio_buffer.speech_stopped":
+            self._speech_end_t = self._when_sent(event.get("audio_end_ms"))
+
+    def _when_sent(self, audio_end_ms: Any) -> float:
+        """When the audio at ``audio_end_ms`` of the input timeline left the bridge."""
+        now = time.monotonic()
+        if not isinstance(audio_end_ms, int | float):
+            return now
+        for end_ms, t in self._appends:
+            if end_ms >= audio_end_ms:
+                return t - (end_ms - audio_end_ms) / 1000
+        return now
+
+    def realtime_error(self, call: Call, code: str | None) -> None:
+        self.m.realtime_error(code)
+
+    def usage(self, call: Call, usage: dict[str, Any]) -> None:
+        counts = add_usage(self.tokens, usage)
+        for kind, n in counts.items():
+            if n:
+                self.m.tokens.labels(kind).inc(n)
+        if self.price is not None:
+            cost = usage_cost(counts, self.price)
+            self.cost_usd += cost
+            self.m.cost.labels(self.model).inc(cost)
+
+    # -- playback
+    def reply_heard(self, call: Call, reply: ReplyStats) -> None:
+        bridge = reply.first_audio_latency_ms
+        if bridge is not None:
+            self.last_bridge_ms = bridge
+            self.m.bridge_latency.labels("downlink").observe(bridge / 1000)
+        heard = reply.first_heard_t
+        if self._speech_end_t is not None and heard is not None and heard >= self._speech_end_t:
+            latency = heard - self._speech_end_t
+            self.last_first_audio_ms = latency * 1000
+            self.m.first_audio.observe(latency)
+        self._speech_end_t = None
+
+    def esl_event(self, call: Call, event: EslEvent) -> None:
+        if event.name in ("PLAYBACK_START", "PLAYBACK_STOP"):
+            self._sweep(call)
+
+    def reply_done(self, call: Call, reply: ReplyStats) -> None:
+        self._sweep(call)
+
+    def _sweep(self, call: Call) -> None:
+        """Count files and gaps the replies gained since the last look."""
+        for reply in call.playout.replies.values():
+            files, gaps = self._counted.get(reply.response_id, (0, 0))
+            if reply.files > files:
+                self.m.playback_files.inc(reply.files - files)
+            for gap in reply.gaps_ms[gaps:]:
+                self.m.playback_gaps.observe(max(0.0, gap) / 1000)
+            self._counted[reply.response_id] = (reply.files, len(reply.gaps_ms))
+
+    def barge_in(self, call: Call, reaction_ms: float) -> None:
+        self.m.barge_ins.inc()
+        self.m.barge_in_reaction.observe(max(0.0, reaction_ms) / 1000)
+
+    def truncated(self, call: Call, truncation: Truncation) -> None:
+        self.m.truncations.inc()
+        unheard = max(0.0, truncation.received_ms - truncation.audio_end_ms) / 1000
+        self.m.truncated_audio.observe(unheard)
+
+    def uplink_latency(self, call: Call, held_ms: float) -> None:
+        self.m.bridge_latency.labels("uplink").observe(max(0.0, held_ms) / 1000)
