@@ -247,17 +247,19 @@ async def _wait_for_answer(service: Service, uuid: str, progress: bool, clock: S
     await _wait(lambda: uuid in service.calls, 10)
     deadline = time.monotonic() + 60
     quiet_since: float | None = None
+    tty = sys.stderr.isatty()
+    last_state = ""
     while time.monotonic() < deadline:
         call = service.calls.get(uuid)
         if call is None:
             return
         if progress:
-            print(
-                f"\r  t={clock.now():5.1f}s state={call.state:<10} turns={call.summary.turns}",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+            line = f"  t={clock.now():5.1f}s state={call.state:<10} turns={call.summary.turns}"
+            if tty:
+                print("\r" + line, end="", file=sys.stderr, flush=True)
+            elif call.state != last_state:  # not a terminal: one line per state change
+                print(line, file=sys.stderr, flush=True)
+            last_state = call.state
         done = call.summary.turns >= 1 and not call.playout.busy and call.state == "listening"
         if done:
             quiet_since = quiet_since or time.monotonic()
@@ -266,7 +268,7 @@ async def _wait_for_answer(service: Service, uuid: str, progress: bool, clock: S
         else:
             quiet_since = None
         await asyncio.sleep(0.1)
-    if progress:
+    if progress and tty:
         print(file=sys.stderr)
 
 

@@ -95,10 +95,12 @@ class Playout:
         self._response_id: str | None = None
         self._cancelled: set[str] = set()  # response ids whose audio must not be heard
         self._received: dict[str, int] = {}  # item_id -> 24 kHz bytes received
+        self._complete: set[str] = set()  # items whose output_audio.done arrived
         self._seq = 0
         self._rebreak = False
-        self._truncate_item: str | None = None
-        self._settle_until = 0.0
+        # barge-in: items whose truncate waits until FreeSWITCH has settled (see ``cancel``)
+        self._truncate_items: list[str] = []
+        self._quiet_until = 0.0
         self._settle_deadline = 0.0
         self.replies: dict[str, ReplyStats] = {}
         self.files_written = 0
@@ -128,6 +130,7 @@ class Playout:
         self._wake.set()
 
     def audio_done(self, item_id: str) -> None:
+        self._complete.add(item_id)
         if item_id == self._item_id:
             self._finish_item()
             self._wake.set()
@@ -168,6 +171,10 @@ class Playout:
         if chunk is None:
             return
         self._last_stop_t = chunk.stop_t
+        if chunk.cancelled and status != "break" and self._truncate_items:
+            # It ended by itself just before our break landed: the next file may already have
+            # been opened, and its PLAYBACK_START be on the way (a lost break, re-broken then).
+            self._quiet_until = max(self._quiet_until, self._clock() + self._quiet_s)
         if chunk.item_id is not None:  # reply chunks are ours to delete; prompts are not
             with contextlib.suppress(OSError):
                 os.unlink(chunk.path)

@@ -43,6 +43,12 @@ T = TypeVar("T")
 FaultKind = Literal["drop", "server_error", "rate_limit", "delay"]
 _STREAM_FIELDS = {f.name for f in dataclasses.fields(StreamSettings)}
 _SIM_FIELDS = {f.name for f in dataclasses.fields(SimSettings)}
+_FAULT_ARGS: dict[str, set[str]] = {
+    "drop": {"after_events"},
+    "delay": {"seconds"},
+    "server_error": {"when"},
+    "rate_limit": {"when"},
+}
 
 
 class SimSession(SessionCore):
@@ -281,6 +287,13 @@ class RealtimeSim:
         time added to every event from now on), ``server_error`` / ``rate_limit`` (the active
         response fails now, else the next one; ``when="next"`` forces the next one).
         """
+        allowed = _FAULT_ARGS.get(kind)
+        if allowed is None:
+            raise ValueError(f"unknown fault kind {kind!r} (drop, delay, server_error, rate_limit)")
+        if set(kw) - allowed:
+            raise TypeError(f"unexpected arguments for fault {kind!r}: {sorted(set(kw) - allowed)}")
+        if kind == "delay" and "seconds" not in kw:
+            raise TypeError("fault 'delay' needs seconds=")
         conn = self._conns.get(session_index)
         if conn is None:
             if session_index < len(self.sessions):
