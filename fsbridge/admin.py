@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from .call.call import Call, EslLink
     from .config import Config
 
-__all__ = ["AdminApi", "ServiceView", "call_view"]
+__all__ = ["AdminApi", "Listeners", "ServiceView", "call_view"]
 
 log = logging.getLogger("fsbridge.admin")
 
@@ -81,6 +82,27 @@ def _r(v: float | None) -> float | None:
     return round(v, 1) if v is not None else None
 
 
+@dataclass
+class Listeners:
+    """The HTTP listeners of a service: the main port, and the admin port when separate."""
+
+    http_port: int
+    admin_port: int | None
+    runners: list[web.AppRunner] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> int:
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    return sockets[0].getsockname()[1] if sockets else port
+
+
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
@@ -88,6 +110,51 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 class AdminApi:
     def __init__(self, service: ServiceView) -> None:
         self.service = service
+
+    async def listen(self, add_main_routes: Callable[[web.Application], None]) -> Listeners:
+        """Start the main listener (``add_main_routes`` + read-only routes; actions too when
+        ``admin.port`` is 0) and the separate admin listener. The main port is essential and
+        its failure raises; the admin port is not: the bridge serves calls without it."""
+        cfg = self.service.config
+        separate = cfg.admin.port != 0
+        main = web.Application()
+        add_main_routes(main)
+        self.add_read_routes(main)
+        if not separate:
+            self.add_action_routes(main)
+        runner = web.AppRunner(main, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            port = await _listen(runner, cfg.listen.host, cfg.listen.port)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        out = Listeners(port, None if separate else port, [runner])
+        log.info("listening", extra={"fields": {"host": cfg.listen.host, "port": port}})
+        if not separate:
+            return out
+        app = web.Application()
+        self.add_read_routes(app)
+        self.add_action_routes(app)
+        admin = web.AppRunner(app, handle_signals=False, access_log=None)
+        await admin.setup()
+        out.runners.append(admin)
+        try:
+            out.admin_port = await _listen(admin, cfg.admin.host, cfg.admin.port)
+            log.info(
+                "admin API listening",
+                extra={"fields": {"host": cfg.admin.host, "port": out.admin_port}},
+            )
+        except OSError as exc:
+            log.error(
+                "admin API cannot listen on %s:%s: %s (calls are still served; probes and metrics "
+                "answer on port %s)",
+                cfg.admin.host,
+                cfg.admin.port,
+                exc.strerror or exc,
+                port,
+            )
+        return out
 
     # -- routes
     def add_read_routes(self, app: web.Application) -> None:
@@ -106,17 +173,23 @@ class AdminApi:
         async def guarded(request: web.Request) -> web.StreamResponse:
             token = self.service.config.admin.token
             if token is None:
-                return _error(403, "admin actions are disabled: set admin.token (FSBRIDGE_ADMIN_TOKEN)")
+                return _error(
+                    403, "admin actions are disabled: set admin.token (FSBRIDGE_ADMIN_TOKEN)"
+                )
             given = request.headers.get("Authorization", "")
             scheme, _, value = given.partition(" ")
             expected = token.get_secret_value().encode()
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.strip().encode(), expected
+            ):
                 log.warning(
                     "admin request refused: %s",
                     "no bearer token" if not given else "wrong token",
                     extra={"fields": {"path": request.path, "peer": request.remote}},
                 )
-                return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+                return _error(
+                    401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"}
+                )
             return await handler(request)
 
         return guarded
@@ -187,9 +260,15 @@ class AdminApi:
         if call is None:
             return _error(404, "no such call")
         body = await self._body(request)
-        text, role, respond = body.get("text"), body.get("role", "system"), body.get("respond", True)
+        text, role, respond = (
+            body.get("text"),
+            body.get("role", "user"),
+            body.get("respond", True),
+        )
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_SAY_CHARS:
-            return _error(400, f"text must be a non-empty string of at most {MAX_SAY_CHARS} characters")
+            return _error(
+                400, f"text must be a non-empty string of at most {MAX_SAY_CHARS} characters"
+            )
         if role not in ("user", "system"):
             return _error(400, "role must be 'user' or 'system'")
         if not isinstance(respond, bool):
@@ -202,7 +281,9 @@ class AdminApi:
         except Exception as exc:  # the call decides what it can do now; report, never crash
             log.warning("say failed: %s", exc, extra={"fields": {"uuid": call.uuid}})
             return _error(409, f"the call could not take the text: {exc}")
-        log.info("text injected over the admin API", extra={"fields": {"uuid": call.uuid, "role": role}})
+        log.info(
+            "text injected over the admin API", extra={"fields": {"uuid": call.uuid, "role": role}}
+        )
         return web.json_response({"ok": True, "uuid": call.uuid})
 
     async def trace(self, request: web.Request) -> web.Response:

@@ -1,6 +1,12 @@
 """The ``fsbridge`` command.
 
 fsbridge serve --config /etc/fsbridge/fsbridge.yaml     run the bridge
+fsbridge check --config /etc/fsbridge/fsbridge.yaml     validate the config, try every peer
+fsbridge calls [--json] [--watch]                        the live calls (ESL + the bridge's view)
+fsbridge hangup UUID                                     hang up a call (ESL)
+fsbridge say UUID "text"                                 give a live call's model a message
+fsbridge trace UUID                                      start tracing a live call
+fsbridge replay /var/lib/fsbridge/traces/UUID            replay a traced call on the simulators
 fsbridge demo                                            the whole path on this machine, simulated
 fsbridge demo --real-model                               ... with the real OpenAI model ($OPENAI_API_KEY)
 fsbridge bench                                           load on the simulators, prints figures
@@ -38,11 +44,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         stop = asyncio.Event()
+        service = Service(config)
+
+        def on_signal() -> None:
+            # The first signal drains (calls may finish); a second one ends the rest now.
+            if stop.is_set():
+                service.hurry()
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await Service(config).run(stop)
+                loop.add_signal_handler(sig, on_signal)
+        await service.run(stop)
 
     asyncio.run(run())
     return 0
@@ -58,6 +72,12 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
     return bench_main(args)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import main as replay_main
+
+    return replay_main(args)
 
 
 def _sim(args: argparse.Namespace, rest: list[str]) -> int:
@@ -82,6 +102,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, type=Path, help="the YAML config file")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
+
+    from .check import add_command as add_check
+    from .ops import add_commands as add_ops
+
+    add_check(sub)
+    add_ops(sub)
+
+    p = sub.add_parser(
+        "replay",
+        help="replay a traced call on the simulators and diff the commands",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Plays a recorded call (a trace directory) back through the simulated "
+        "FreeSWITCH, with the caller audio and the model's recorded events at their recorded "
+        "times, against this build of the bridge; prints where the new run's ESL commands and "
+        "Realtime client events differ from the recording. Exit 0: no differences.",
+        epilog="examples:\n  fsbridge replay /var/lib/fsbridge/traces/3f2a9c1e-...\n"
+        "  fsbridge replay TRACE --out out/replay --json",
+    )
+    p.add_argument("trace", type=Path, help="trace directory (or its trace.jsonl)")
+    p.add_argument("--out", type=Path, help="keep the new run's trace here")
+    p.add_argument("--json", action="store_true", help="the differences as JSON")
+    p.add_argument(
+        "--timing",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="also report commands that moved by more than MS milliseconds",
+    )
+    p.set_defaults(func=_replay)
 
     p = sub.add_parser(
         "demo",

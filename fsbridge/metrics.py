@@ -67,6 +67,7 @@ _PRICE_FIELD = {
     "output_text": "text_out",
     "output_audio": "audio_out",
 }
+_SNAPSHOT = re.compile(r"^(.+)-\d{4}-\d{2}-\d{2}$")
 _CODE_RE = re.compile(r"^[a-z0-9_.\-]{1,64}$")
 _B64_PER_MS = 64  # base64 characters per ms of 24 kHz int16 audio (48 bytes * 4/3)
 
@@ -114,11 +115,11 @@ def add_usage(totals: dict[str, int], usage: Mapping[str, Any]) -> dict[str, int
 
 
 def find_price(model: str, prices: Mapping[str, Price]) -> Price | None:
-    """The price of ``model``: exact name, else the longest configured prefix (dated snapshots)."""
+    """The price of ``model``: by its name, or a dated snapshot's (``<name>-2025-08-28``)."""
     if model in prices:
         return prices[model]
-    best = max((name for name in prices if model.startswith(name)), key=len, default=None)
-    return prices[best] if best is not None else None
+    m = _SNAPSHOT.match(model)
+    return prices.get(m.group(1)) if m else None
 
 
 def usage_cost(tokens: Mapping[str, int], price: Price) -> float:
@@ -135,9 +136,7 @@ class Metrics:
         self.info = Gauge("fsbridge_build_info", "fsbridge version", ["version"], registry=r)
         self.info.labels(__version__).set(1)
         self.calls_active = Gauge("fsbridge_calls_active", "Calls being served now", registry=r)
-        self.calls = Counter(
-            "fsbridge_calls", "Calls ended, by outcome", ["outcome"], registry=r
-        )
+        self.calls = Counter("fsbridge_calls", "Calls ended, by outcome", ["outcome"], registry=r)
         self.fallbacks = Counter(
             "fsbridge_fallbacks",
             "Calls not (or no longer) served by the model: why, and what they got",

@@ -2,8 +2,12 @@
 
 It connects to FreeSWITCH (reconnecting with backoff: a new controller each time, since greenswitch
 cannot reconnect), claims every channel whose CHANNEL_PARK carries ``variable_fsbridge_profile``
-(and those already parked when it connects), routes each channel's events to its call, and at stop
-ends the calls and closes everything it opened. It holds no per-call state beyond the dict of calls.
+(and those already parked when it connects), routes each channel's events to its call, and gives
+calls it will not serve (over ``service.max_calls``, or arriving while it drains) the profile's
+fallback. On stop it drains: ``/readyz`` turns 503, active calls may finish for
+``service.drain_timeout_s``, the rest are ended politely (goodbye file, transfer or hangup), then
+the ESL connection and the listeners close. It holds no per-call state beyond the dict of calls
+(and, for channels it diverts, the small ``ChannelWatch`` their prompts wait on).
 """
 
 from __future__ import annotations
@@ -13,24 +17,31 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
+from .admin import AdminApi
 from .call.call import Call, CallSummary, EslLink
-from .config import Config, ConfigError
+from .call.observer import Observers
+from .config import Config, ConfigError, Profile
 from .esl.controller import EslController
 from .esl.protocol import EslAuthError, EslConnectError, EslDisconnected, EslError, EslEvent
+from .fallback import ChannelWatch, divert, end_politely
 from .fork.server import ForkServer
+from .logs import call_uuid
+from .metrics import CallMetrics, Metrics
+from .trace import CallTrace, Redactor
 
 __all__ = ["Service"]
 
 log = logging.getLogger("fsbridge.service")
 
 PROFILE_VAR = "fsbridge_profile"
+CLAIM_REALM = "fsbridge"
+STRAGGLER_TIMEOUT_S = 15.0  # diverted channels still playing a prompt when we stop
 
 
 class _CurrentEsl(EslLink):
@@ -38,6 +49,10 @@ class _CurrentEsl(EslLink):
 
     def __init__(self) -> None:
         self.controller: EslController | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.controller is not None and self.controller.connected
 
     def _ctl(self) -> EslController:
         if self.controller is None or not self.controller.connected:
@@ -59,46 +74,125 @@ class Service:
         self.config = config
         self.esl = _CurrentEsl()
         self.fork_server = ForkServer()
+        self.metrics = Metrics(config.prices)
+        self.redactor = Redactor.for_config(config)
+        self.admin = AdminApi(self)
         self.calls: dict[str, Call] = {}
-        self._call_tasks: dict[str, asyncio.Task[CallSummary]] = {}
+        self._tasks: dict[str, asyncio.Task[CallSummary | None]] = {}  # calls and diverted ones
+        self._watches: dict[str, ChannelWatch] = {}
         self.finished: list[CallSummary] = []
         self.ready = asyncio.Event()  # ESL connected and the HTTP server listening
         self.draining = False
         self.http_port: int | None = None
+        self.admin_port: int | None = None
+        self._hurry = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
+
+    # -- state for the admin API ------------------------------------------------------------------
+    @property
+    def esl_connected(self) -> bool:
+        return self.ready.is_set() and self.esl.connected
+
+    @property
+    def is_ready(self) -> bool:
+        return self.esl_connected and not self.draining
+
+    def call_metrics(self, call: Call) -> CallMetrics | None:
+        return _observer(call, CallMetrics)
+
+    def trace_path(self, call: Call) -> Path | None:
+        trace = _observer(call, CallTrace)
+        return trace.path if trace is not None else None
+
+    def trace_call(self, call: Call) -> Path:
+        """Start tracing a live call (from now on); returns the trace directory."""
+        trace = _observer(call, CallTrace)
+        if trace is None:
+            raise OSError("this call has no trace observer")
+        return trace.enable(call, live=True)
+
+    def hurry(self) -> None:
+        """Stop waiting for calls to finish on their own (a second SIGTERM/SIGINT)."""
+        self._hurry.set()
 
     # -- lifetime ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         Path(self.config.freeswitch.chunk_dir).mkdir(parents=True, exist_ok=True)
         async with aiohttp.ClientSession() as http:
             self._http = http
-            app = self._make_app()
-            runner = web.AppRunner(app, handle_signals=False, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, self.config.listen.host, self.config.listen.port)
-            await site.start()
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            self.http_port = sockets[0].getsockname()[1] if sockets else self.config.listen.port
-            log.info(
-                "listening",
-                extra={"fields": {"host": self.config.listen.host, "port": self.http_port}},
-            )
+            listeners = await self.admin.listen(self.fork_server.add_routes)
+            self.http_port, self.admin_port = listeners.http_port, listeners.admin_port
             esl_task = asyncio.create_task(self._esl_loop(), name="esl-loop")
             try:
                 await stop.wait()
+                await self._drain()
             finally:
                 self.draining = True
-                await self._stop_calls()
+                await self._cancel_all()
                 esl_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await esl_task
-                await runner.cleanup()
+                await listeners.close()
                 self._http = None
         log.info("stopped")
 
-    async def _stop_calls(self) -> None:
-        tasks = list(self._call_tasks.values())
+    async def _drain(self) -> None:
+        self.draining = True
+        self.metrics.draining.set(1)
+        timeout = self.config.service.drain_timeout_s
+        if self._tasks:
+            log.info(
+                "draining: not taking new calls; waiting up to %g s for %d call(s) to end",
+                timeout,
+                len(self.calls),
+            )
+        await self._wait_tasks(timeout)
+        rest = list(self.calls)
+        if rest:
+            log.warning("drain time is up: ending %d call(s) politely", len(rest))
+            await asyncio.gather(*(self._end_politely(u) for u in rest), return_exceptions=True)
+        await self._wait_tasks(STRAGGLER_TIMEOUT_S)
+        log.info("drained")
+
+    async def _wait_tasks(self, timeout: float) -> None:
+        """Until every call task ended, ``timeout`` passed or ``hurry()`` was called."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks and not self._hurry.is_set():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            hurry = asyncio.create_task(self._hurry.wait())
+            try:
+                await asyncio.wait(
+                    {hurry, *self._tasks.values()},
+                    timeout=remaining,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                hurry.cancel()
+                await asyncio.gather(hurry, return_exceptions=True)
+
+    async def _end_politely(self, uuid: str) -> None:
+        call, task = self.calls.get(uuid), self._tasks.get(uuid)
+        if call is None or task is None:
+            return
+        token = call_uuid.set(uuid)
+        watch = self._watches[uuid] = ChannelWatch()
+        try:
+            task.cancel()  # the call stops the fork, closes the model session, removes its files
+            await asyncio.gather(task, return_exceptions=True)
+            with contextlib.suppress(EslError):
+                if (await self.esl.api(f"uuid_exists {uuid}")).strip() != "true":
+                    return
+            action = await end_politely(self.esl, watch, uuid, call.profile)
+            self.metrics.fallbacks.labels("drain", action).inc()
+            log.info("call ended by the drain", extra={"fields": {"action": action}})
+        finally:
+            self._watches.pop(uuid, None)
+            call_uuid.reset(token)
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -107,6 +201,7 @@ class Service:
     async def _esl_loop(self) -> None:
         fs = self.config.freeswitch
         backoff = 0.25
+        connected_before = False
         while True:
             ctl = EslController(
                 fs.host,
@@ -129,7 +224,11 @@ class Service:
                 backoff = min(backoff * 2, fs.reconnect_max_backoff_s)
                 continue
             backoff = 0.25
+            if connected_before:
+                self.metrics.esl_reconnects.inc()
+            connected_before = True
             self.esl.controller = ctl
+            self.metrics.esl_connected.set(1)
             log.info(
                 "connected to FreeSWITCH ESL", extra={"fields": {"esl": f"{fs.host}:{fs.port}"}}
             )
@@ -143,6 +242,7 @@ class Service:
                 log.warning("ESL connection failed: %s; reconnecting", exc)
             finally:
                 self.ready.clear()
+                self.metrics.esl_connected.set(0)
                 self.esl.controller = None
                 await ctl.close()
 
@@ -156,10 +256,13 @@ class Service:
             return
         for row in rows:
             uuid = row.get("uuid")
-            if not uuid or uuid in self.calls or row.get("application") != "park":
+            if not uuid or uuid in self._tasks or row.get("application") != "park":
                 continue
-            profile = await self.esl.api(f"uuid_getvar {uuid} {PROFILE_VAR}")
-            if profile and profile != "_undef_" and not profile.startswith("-ERR"):
+            try:
+                profile = await self.esl.api(f"uuid_getvar {uuid} {PROFILE_VAR}")
+            except EslError:
+                continue  # hung up meanwhile
+            if profile and profile != "_undef_":
                 self._claim(
                     uuid, profile.strip(), {"Caller-Caller-ID-Number": row.get("cid_num", "")}
                 )
@@ -168,25 +271,38 @@ class Service:
         uuid = ev.uuid
         if not uuid:
             return
+        watch = self._watches.get(uuid)
+        if watch is not None:
+            watch.on_event(ev)
         call = self.calls.get(uuid)
         if call is not None:
             call.on_event(ev)
             return
-        if ev.name == "CHANNEL_PARK":
+        if ev.name == "CHANNEL_PARK" and watch is None:
             profile = ev.variable(PROFILE_VAR)
             if profile:
                 self._claim(uuid, profile, ev.headers)
 
     def _claim(self, uuid: str, profile_name: str, channel: Mapping[str, str]) -> None:
-        if self.draining or uuid in self.calls:
+        if uuid in self._tasks:
             return
-        assert self._http is not None
+        svc = self.config.service
         try:
             profile = self.config.profile(profile_name)
         except ConfigError as exc:
-            log.error("call %s: %s; hanging up", uuid, exc)
-            self._start_task(uuid, self._reject(uuid))
+            log.error("call %s: %s; hanging up", uuid, exc, extra={"fields": {"uuid": uuid}})
+            self._start_task(uuid, self._reject(uuid, profile_name))
             return
+        if self.draining:
+            if svc.instance_id:
+                return  # another instance may take it
+            self._divert(uuid, profile_name, profile, "draining")
+            return
+        if len(self.calls) >= svc.max_calls:
+            self._divert(uuid, profile_name, profile, "over_capacity")
+            return
+        assert self._http is not None
+        model = profile.model or self.config.realtime.model
         call = Call(
             uuid=uuid,
             profile_name=profile_name,
@@ -196,61 +312,86 @@ class Service:
             fork_server=self.fork_server,
             http=self._http,
             channel=channel,
+            observer=Observers(
+                [self.metrics.call_observer(model), CallTrace(self.config, self.redactor)]
+            ),
         )
         self.calls[uuid] = call
-        self._start_task(uuid, call.run())
+        self._start_task(uuid, self._serve(call))
 
-    async def _reject(self, uuid: str) -> CallSummary:
+    async def _serve(self, call: Call) -> CallSummary | None:
+        instance = self.config.service.instance_id
+        if instance:
+            try:
+                await self.esl.api(f"hash insert_ifempty/{CLAIM_REALM}/{call.uuid}/{instance}")
+            except EslError:  # another instance claimed it first (or it is gone)
+                log.info("call %s taken by another instance", call.uuid)
+                return None
+        try:
+            return await call.run()
+        finally:
+            if instance:
+                with contextlib.suppress(EslError):
+                    await self.esl.api(f"hash delete/{CLAIM_REALM}/{call.uuid}")
+
+    def _divert(self, uuid: str, profile_name: str, profile: Profile, reason: str) -> None:
+        self._watches[uuid] = ChannelWatch()  # before any command: its events must not be missed
+        self._start_task(uuid, self._divert_call(uuid, profile_name, profile, reason))
+
+    async def _divert_call(
+        self, uuid: str, profile_name: str, profile: Profile, reason: str
+    ) -> CallSummary:
+        call_uuid.set(uuid)
+        started = time.monotonic()
+        try:
+            action = await divert(self.esl, self._watches[uuid], uuid, profile)
+        finally:
+            self._watches.pop(uuid, None)
+        self.metrics.fallbacks.labels(reason, action).inc()
+        self.metrics.calls.labels(reason).inc()
+        log.warning(
+            "call not served (%s): %s",
+            "too many calls" if reason == "over_capacity" else "shutting down",
+            action,
+            extra={"fields": {"profile": profile_name, "max_calls": self.config.service.max_calls}},
+        )
+        return CallSummary(
+            uuid, profile_name, outcome=reason, duration_s=round(time.monotonic() - started, 3)
+        )
+
+    async def _reject(self, uuid: str, profile_name: str) -> CallSummary:
         with contextlib.suppress(EslError):
             await self.esl.api(f"uuid_kill {uuid} CALL_REJECTED")
-        return CallSummary(uuid, "", outcome="rejected")
+        self.metrics.calls.labels("rejected").inc()
+        return CallSummary(uuid, profile_name, outcome="rejected")
 
-    def _start_task(self, uuid: str, coro: Any) -> None:
+    def _start_task(self, uuid: str, coro: Coroutine[Any, Any, CallSummary | None]) -> None:
         task = asyncio.create_task(coro, name=f"call-{uuid[:8]}")
-        self._call_tasks[uuid] = task
-        task.add_done_callback(lambda t, u=uuid: self._call_done(u, t))
+        self._tasks[uuid] = task
+        task.add_done_callback(lambda t, u=uuid: self._task_done(u, t))
 
-    def _call_done(self, uuid: str, task: asyncio.Task[CallSummary]) -> None:
-        self._call_tasks.pop(uuid, None)
-        self.calls.pop(uuid, None)
+    def _task_done(self, uuid: str, task: asyncio.Task[CallSummary | None]) -> None:
+        self._tasks.pop(uuid, None)
+        call = self.calls.pop(uuid, None)
         if task.cancelled():
+            if call is not None:
+                self._finish(call.summary)
             return
         exc = task.exception()
         if exc is not None:
-            log.error("call %s crashed: %r", uuid, exc)
+            log.error("call %s crashed: %r", uuid, exc, extra={"fields": {"uuid": uuid}})
             return
-        self.finished.append(task.result())
+        summary = task.result()
+        if summary is not None:
+            self._finish(summary)
+
+    def _finish(self, summary: CallSummary) -> None:
+        self.finished.append(summary)
         del self.finished[:-100]
 
-    # -- HTTP -------------------------------------------------------------------------------------
-    def _make_app(self) -> web.Application:
-        app = web.Application()
-        self.fork_server.add_routes(app)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/calls", self._calls)
-        return app
 
-    async def _healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _readyz(self, _: web.Request) -> web.Response:
-        ok = self.ready.is_set() and not self.draining
-        body = {"ready": ok, "esl": self.ready.is_set(), "draining": self.draining}
-        return web.json_response(body, status=200 if ok else 503)
-
-    async def _calls(self, _: web.Request) -> web.Response:
-        now = time.monotonic()
-        return web.json_response(
-            [
-                {
-                    "uuid": c.uuid,
-                    "profile": c.profile_name,
-                    "state": c.state,
-                    "caller": c.channel.get("Caller-Caller-ID-Number", ""),
-                    "duration_s": round(now - c.started, 1),
-                    "turns": c.summary.turns,
-                }
-                for c in self.calls.values()
-            ]
-        )
+def _observer(call: Call, kind: type[Any]) -> Any:
+    for obs in getattr(call.observer, "observers", ()):
+        if isinstance(obs, kind):
+            return obs
+    return None

@@ -54,7 +54,10 @@ _SECRET_HEADER = re.compile(
 _SECRET_KEYS = frozenset({"authorization", "api_key", "api-key", "client_secret", "password"})
 _ASSIGN = re.compile(r"(MOD_AUDIO_BASIC_AUTH_PASSWORD|PASSWORD|SECRET|TOKEN)=([^;\s]+)", re.I)
 _BASIC = re.compile(r"Basic\s+([A-Za-z0-9+/=]+)")
-_AUDIO_FIELDS = {"input_audio_buffer.append": ("audio", "caller"), "response.output_audio.delta": ("delta", "model")}
+_AUDIO_FIELDS = {
+    "input_audio_buffer.append": ("audio", "caller"),
+    "response.output_audio.delta": ("delta", "model"),
+}
 
 
 class Redactor:
@@ -73,7 +76,9 @@ class Redactor:
         ]
         values += list(config.realtime.headers.values())
         for profile in config.profiles.values():
-            values += [os.environ.get(var) for t in profile.tools for var in t.headers_from_env.values()]
+            values += [
+                os.environ.get(var) for t in profile.tools for var in t.headers_from_env.values()
+            ]
         return cls(values)
 
     def learn(self, value: str | None) -> None:
@@ -119,11 +124,17 @@ class Redactor:
             return self.text(o)
         if isinstance(o, Mapping):
             return {
-                k: (REDACTED if str(k).lower() in _SECRET_KEYS else self.obj(v)) for k, v in o.items()
+                k: (REDACTED if str(k).lower() in _SECRET_KEYS else self.obj(v))
+                for k, v in o.items()
             }
         if isinstance(o, list | tuple):
             return [self.obj(v) for v in o]
         return o
+
+
+def _create(path: Path) -> int:
+    """A new file readable by its owner and group only: traces hold the caller's voice."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
 
 
 class _AudioFile:
@@ -131,7 +142,7 @@ class _AudioFile:
 
     def __init__(self, path: Path) -> None:
         self.name = path.name
-        self._f: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._f: IO[bytes] = os.fdopen(_create(path), "wb")
         self._f.write(wav_header(0, AUDIO_RATE))
         self.size = 0
 
@@ -157,7 +168,7 @@ class TraceWriter:
         self.dir = directory
         self.redactor = redactor
         self.t0 = time.monotonic()
-        self._events = open(directory / "trace.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        self._events = os.fdopen(_create(directory / "trace.jsonl"), "w", encoding="utf-8")
         self._audio = {
             "caller": _AudioFile(directory / "caller.wav"),
             "model": _AudioFile(directory / "model.wav"),

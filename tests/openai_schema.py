@@ -81,7 +81,9 @@ def _extras(obj: Any, path: str) -> Iterator[str]:
             yield from _extras(value, f"{path}.{key}" if path else str(key))
 
 
-def _validate(obj: Any, side: str, types: dict[str, type[pydantic.BaseModel]], allowed: Any) -> None:
+def _validate(
+    obj: Any, side: str, types: dict[str, type[pydantic.BaseModel]], allowed: Any
+) -> None:
     if not isinstance(obj, dict):
         raise AssertionError(f"{side} event is not a JSON object: {obj!r:.200}")
     etype = obj.get("type")
@@ -97,7 +99,9 @@ def _validate(obj: Any, side: str, types: dict[str, type[pydantic.BaseModel]], a
     bad = [
         p
         for p in _extras(model, "")
-        if not any(fnmatch.fnmatchcase(etype, t) and fnmatch.fnmatchcase(p, k) for t, k, _ in allowed)
+        if not any(
+            fnmatch.fnmatchcase(etype, t) and fnmatch.fnmatchcase(p, k) for t, k, _ in allowed
+        )
     ]
     if bad:
         raise AssertionError(

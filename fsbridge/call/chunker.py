@@ -4,13 +4,15 @@ Each file FreeSWITCH plays costs a fixed overhead (the ~100 ms lead-in of ``uuid
 boundary of up to one frame with ``sendmsg``), so few large files sound best; but the first file
 must start soon, or the caller waits. The policy:
 
-* the first file of a reply is cut as soon as ``first_ms`` of audio has arrived;
+* the first file of a reply is cut as soon as ``first_ms`` of audio has arrived (whole frames of
+  it: the resampler may still hold a few ms back);
 * after that, files are cut only while fewer than ``1 + queue_ahead`` files are pending (playing or
   queued), and each takes everything accumulated (at least ``min_ms``, at most ``max_ms``), so the
   file count grows with the playback time, not with the delivery rate;
 * if nothing is pending at all (an underrun: the model is slower than real time), whatever whole
   frames there are go out at once, since silence is already audible;
-* at the end of the item everything left goes out, padded to a whole frame.
+* at the end of the item everything left goes out (in files of at most ``max_ms``), the last
+  one padded to a whole frame.
 
 Every file is a whole number of 20 ms frames, so FreeSWITCH never pads a partial last frame.
 Pure: fed bytes and counts, returns bytes; no clock, no I/O.
@@ -74,15 +76,21 @@ class Chunker:
         self._buf.clear()
         self._finished = True
 
-    def take(self, pending_files: int) -> bytes | None:
-        """The next chunk to queue, given how many files are playing or queued, or None."""
+    def take(self, pending_files: int, received_ms: float | None = None) -> bytes | None:
+        """The next chunk to queue, given how many files are playing or queued, or None.
+
+        ``received_ms`` is how much of the item has arrived (before resampling). The first file
+        is due once ``first_ms`` has arrived, even if the resampler still holds a few ms of it
+        back: waiting for them would cost a whole further delta of latency.
+        """
         whole = len(self._buf) - len(self._buf) % self._frame_bytes
         if self._finished:
             if not self._buf:
                 return None
-            return self._cut(len(self._buf), pad=True)
+            return self._cut(min(len(self._buf), self._ms_to_bytes(self.policy.max_ms)), pad=True)
         if not self._started:
-            if whole >= self._ms_to_bytes(self.policy.first_ms):
+            arrived = self.buffered_ms if received_ms is None else received_ms - self.emitted_ms
+            if whole and max(arrived, self.buffered_ms) >= self.policy.first_ms:
                 self._started = True
                 return self._cut(min(whole, self._ms_to_bytes(self.policy.max_ms)))
             return None

@@ -195,50 +195,93 @@ class Playout:
         """True while reply audio is queued, playing, or waiting to be cut."""
         return self.ledger.pending_count() > 0 or bool(self._chunker and self._chunker.has_audio)
 
-    def cancel(self) -> str | None:
+    def cancel(self, response_id: str | None = None) -> list[str]:
         """Barge-in: drop every unplayed chunk and every later delta of the current reply.
 
-        Returns the item id whose truncation will follow once FreeSWITCH has settled (the playing
-        chunk stopped, and with ``broadcast`` the lead-in window passed), or None if nothing of a
-        model reply was pending.
+        ``response_id`` names the response the call knows to be active, so that its deltas are
+        dropped even if none has arrived yet. Synchronous on purpose: from here on nothing of
+        the cancelled reply can be queued, whatever the caller awaits next (the ``uuid_break``).
+
+        The files of the dropped chunks are deleted at once, before the break goes out. That
+        closes FreeSWITCH's lost-break window: a chunk in its lead-in (where ``uuid_break`` is
+        lost) opens its file only after the lead-in, finds nothing and plays nothing. Should a
+        chunk of a cancelled reply start all the same (its file was opened before we deleted
+        it), ``playback_started`` breaks again.
+
+        Returns the items whose truncation will follow once FreeSWITCH has settled (the chunk
+        that was playing stopped, and any PLAYBACK_START already on its way arrived); items that
+        had finished playing are not truncated.
         """
         now = self._clock()
-        item_id = self._item_id if self._response_id not in self._cancelled else None
-        playing = self.ledger.playing()
-        had_queued = any(c.state == "queued" for c in self.ledger)
-        if self._response_id:
-            self._cancelled.add(self._response_id)
-            stats = self.replies.get(self._response_id)
-            if stats:
-                stats.interrupted = True
+        current = self._response_id
+        if current and current not in self._cancelled and self._item_id:
+            items = [self._item_id]
+        else:
+            items = []
+        for rid in (current, response_id):
+            if rid:
+                self._cancelled.add(rid)
+                stats = self.replies.get(rid)
+                if stats:
+                    stats.interrupted = True
         if self._chunker is not None:
             self._chunker.clear()
         self._resampler.flush()  # the cancelled reply's tail must not lead into the next one
         self._carry.reset()
-        for chunk in self.ledger.drop_queued():
-            if chunk.item_id is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(chunk.path)
-        if playing is not None and playing.item_id is not None:
-            item_id = playing.item_id
-        if item_id is None or self.ledger.item_fully_played(item_id):
-            return None
-        self._truncate_item = item_id
-        zombie_window = self._lead_in_s + 0.06 if self.player.method == "broadcast" else 0.0
-        self._settle_until = now + (zombie_window if had_queued or playing is None else 0.0)
+        playing = self.ledger.playing()
+        dropped = self.ledger.drop_queued()
+        lost_window = False
+        for chunk in dropped:
+            if chunk.item_id is None:
+                continue  # a prompt (greeting): not ours to delete, nothing to truncate
+            if chunk.item_id not in items:
+                items.append(chunk.item_id)
+            try:
+                os.unlink(chunk.path)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                lost_window = True  # it may play after its lead-in: wait for its start
+        if playing is not None and playing.item_id is not None and playing.item_id not in items:
+            items.insert(0, playing.item_id)
+        items = [i for i in items if not self._fully_played(i) and i not in self._truncate_items]
+        if not items:
+            return []
+        self._truncate_items.extend(items)
+        quiet = 0.0
+        if playing is None and dropped:
+            # A file may have been opened just before we deleted it; its START is on the way.
+            quiet = self._quiet_s + (2 * self._lead_in_s if lost_window else 0.0)
+        self._quiet_until = max(self._quiet_until, now + quiet)
         self._settle_deadline = now + self._settle_timeout_s
         self._wake.set()
-        return item_id
+        return items
+
+    @property
+    def _quiet_s(self) -> float:
+        """How long a PLAYBACK_START FreeSWITCH has already fired may take to reach us."""
+        return 0.06
+
+    def _fully_played(self, item_id: str) -> bool:
+        """The item's audio is complete and every chunk of it played to its end."""
+        if item_id not in self._complete:
+            return False
+        if item_id == self._item_id and self._chunker is not None and self._chunker.has_audio:
+            return False
+        return self.ledger.item_fully_played(item_id)
 
     # -- the coroutine ----------------------------------------------------------------------------
     async def run(self) -> None:
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
         while True:
-            timeout = None
-            if self._truncate_item is not None:
-                timeout = max(0.0, min(self._settle_until, self._settle_deadline) - self._clock())
+            timeout: float | None = None
+            if self._truncate_items:
                 if self._settled():
                     timeout = 0.0
+                else:
+                    now = self._clock()
+                    wake_at = self._quiet_until if now < self._quiet_until else self._settle_deadline
+                    timeout = max(0.001, wake_at - now)
             if timeout != 0.0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -246,23 +289,27 @@ class Playout:
             if self._rebreak:
                 self._rebreak = False
                 await self.player.break_all()
-            if self._truncate_item is not None and self._settled():
-                await self._send_truncate()
+            if self._truncate_items and self._settled():
+                await self._send_truncates()
             await self._queue_ready_chunks()
 
     def _settled(self) -> bool:
         now = self._clock()
         if now >= self._settle_deadline:
             return True
-        return now >= self._settle_until and self.ledger.playing() is None
+        if now < self._quiet_until:
+            return False
+        items = self._truncate_items
+        return not any(c.state == "playing" and c.item_id in items for c in self.ledger)
 
-    async def _send_truncate(self) -> None:
-        item_id, self._truncate_item = self._truncate_item, None
-        assert item_id is not None
-        heard = self.ledger.heard_ms(item_id, self._clock())
-        received = self._received.get(item_id, 0) / 48  # 24 kHz int16: 48 bytes per ms
-        end_ms = int(max(0.0, min(heard, received)))
-        await self._on_truncate(Truncation(item_id, end_ms, heard, received))
+    async def _send_truncates(self) -> None:
+        items, self._truncate_items = self._truncate_items, []
+        now = self._clock()
+        for item_id in items:
+            heard = self.ledger.heard_ms(item_id, now)
+            received = self._received.get(item_id, 0) / 48  # 24 kHz int16: 48 bytes per ms
+            end_ms = int(max(0.0, min(heard, received)))
+            await self._on_truncate(Truncation(item_id, end_ms, heard, received))
 
     async def _queue_ready_chunks(self) -> None:
         chunker = self._chunker
@@ -270,7 +317,8 @@ class Playout:
             return
         while True:
             offset_ms = chunker.emitted_ms
-            pcm = chunker.take(self.ledger.pending_count())
+            received_ms = self._received.get(self._item_id or "", 0) / 48
+            pcm = chunker.take(self.ledger.pending_count(), received_ms)
             if pcm is None:
                 return
             self._seq += 1

@@ -24,9 +24,10 @@ import numpy as np
 __all__ = ["ECHO_MAX_LAG_MS", "EchoReference", "GateEvent", "SpeechGate"]
 
 ECHO_MAX_LAG_MS = 300  # longest echo path considered (network + hybrid + jitter buffer)
-ECHO_WINDOW_MS = 40  # caller audio compared per decision
+ECHO_WINDOW_MS = 80  # caller audio compared per decision
 FRAME_MS = 20
 _FULL_SCALE2 = 32768.0 * 32768.0
+_NONE: tuple[GateEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,20 +112,22 @@ class SpeechGate:
         self.echo_frames = 0
         self.last_correlation = 0.0
 
-    def feed(self, data: bytes, t: float) -> GateEvent | None:
-        """Feed caller audio that arrived at ``t``; returns at most one decision."""
+    def feed(self, data: bytes, t: float) -> tuple[GateEvent, ...]:
+        """Feed caller audio that arrived at ``t``; returns the decisions it led to (usually none)."""
         nbytes = self.frame_len * 2
         if not self._pending and len(data) == nbytes:  # the usual case: one whole 20 ms frame
-            return self._decide(np.frombuffer(data, dtype="<i2"), t)
+            event = self._decide(np.frombuffer(data, dtype="<i2"), t)
+            return _NONE if event is None else (event,)
         self._pending += data
-        event = None
+        events: list[GateEvent] = []
         n = len(self._pending) // nbytes
         for i in range(n):  # odd-sized fork frames: rare, so a copy per frame is fine here
             chunk = np.frombuffer(bytes(self._pending[i * nbytes : (i + 1) * nbytes]), "<i2")
-            frame_t = t - (n - 1 - i) * FRAME_MS / 1000
-            event = self._decide(chunk, frame_t) or event
+            event = self._decide(chunk, t - (n - 1 - i) * FRAME_MS / 1000)
+            if event is not None:
+                events.append(event)
         del self._pending[: n * nbytes]
-        return event
+        return tuple(events)
 
     def _decide(self, samples: np.ndarray, t: float) -> GateEvent | None:
         self.frames += 1

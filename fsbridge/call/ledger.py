@@ -127,8 +127,10 @@ class PlayedLedger:
         self._chunks.pop(chunk_id, None)
 
     def prune(self, keep_item_id: str | None) -> None:
-        """Forget finished chunks of other items, so a long call keeps a small ledger."""
-        for cid in [
-            c.id for c in self._chunks.values() if not c.pending and c.item_id != keep_item_id
-        ]:
+        """Forget the chunks of other items that have nothing pending, so a long call keeps a
+        small ledger (an item with a chunk still queued keeps its played ones: they say how far
+        the caller got into it)."""
+        live = {c.item_id for c in self._chunks.values() if c.pending}
+        live.add(keep_item_id)
+        for cid in [c.id for c in self._chunks.values() if c.item_id not in live]:
             del self._chunks[cid]

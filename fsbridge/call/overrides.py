@@ -38,9 +38,7 @@ def channel_variable(channel: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def apply_overrides(
-    profile: Profile, channel: Mapping[str, str]
-) -> tuple[Profile, list[Override]]:
+def apply_overrides(profile: Profile, channel: Mapping[str, str]) -> tuple[Profile, list[Override]]:
     """Return ``profile`` with the channel's overrides applied (only if it allows them)."""
     if not profile.allow_overrides:
         return profile, []

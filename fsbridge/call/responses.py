@@ -54,7 +54,7 @@ class ResponseQueue:
     def request(self, instructions: str | None, tag: str, now: float) -> dict | None:
         """The event to send now, or None if the request was queued behind the active response."""
         req = Request(instructions, tag)
-        if self._in_flight is not None and self._in_flight[0] == req or req in self._pending:
+        if (self._in_flight is not None and self._in_flight[0] == req) or req in self._pending:
             return None  # the same request twice (e.g. two DTMF bursts) is one response
         self._pending.append(req)
         return self._next(now)

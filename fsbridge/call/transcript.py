@@ -157,9 +157,7 @@ class Transcript:
         end = len(self.turns)
         while end > start and self.turns[end - 1].text is None:
             end -= 1  # an unfinished turn at the end: seed it with the next batch
-        events = [
-            rtp.message_item(t.role, t.text) for t in self.turns[start:end] if t.text
-        ]
+        events = [rtp.message_item(t.role, t.text) for t in self.turns[start:end] if t.text]
         return events, end
 
 

@@ -20,27 +20,40 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from multidict import CIMultiDict
 
 from fsbridge.sim import rt_errors as E
 from fsbridge.sim.clock import SimClock
-from fsbridge.sim.rt_response import ResponseRecord, StreamSettings
-from fsbridge.sim.rt_script import FunctionCallReply, Reply, ReplyFn, ReplyScript, TranscriptFn, TranscriptScript
-from fsbridge.sim.rt_session import CloseRequest, Outgoing, SessionCore, SimSettings
+from fsbridge.sim.rt_conn import Connection, FaultKind, SimSession
+from fsbridge.sim.rt_script import (
+    FunctionCallReply,
+    Reply,
+    ReplyFn,
+    ReplyScript,
+    TranscriptFn,
+    TranscriptScript,
+)
+from fsbridge.sim.rt_settings import CloseRequest, SimSettings
+from fsbridge.sim.rt_stream import ResponseRecord, StreamSettings
 
-__all__ = ["FunctionCallReply", "RealtimeSim", "Reply", "ResponseRecord", "SimSession", "SimSettings"]
+__all__ = [
+    "FunctionCallReply",
+    "RealtimeSim",
+    "Reply",
+    "ResponseRecord",
+    "SimSession",
+    "SimSettings",
+]
 
 log = logging.getLogger("fsbridge.sim.realtime")
 T = TypeVar("T")
-FaultKind = Literal["drop", "server_error", "rate_limit", "delay"]
 _STREAM_FIELDS = {f.name for f in dataclasses.fields(StreamSettings)}
 _SIM_FIELDS = {f.name for f in dataclasses.fields(SimSettings)}
 _FAULT_ARGS: dict[str, set[str]] = {
@@ -49,147 +62,6 @@ _FAULT_ARGS: dict[str, set[str]] = {
     "server_error": {"when"},
     "rate_limit": {"when"},
 }
-
-
-class SimSession(SessionCore):
-    """One connection's state and recorded truth (what tests read)."""
-
-    def __init__(self, *, headers: CIMultiDict[str], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.headers = headers  # the handshake headers, for auth checks (never logged)
-        self.sent: list[tuple[float, dict[str, Any]]] = []
-        self.closed = asyncio.Event()
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-
-    def __repr__(self) -> str:
-        return f"<SimSession #{self.index} {self.session_id} model={self.model} closed={self.closed.is_set()}>"
-
-    def sent_types(self) -> list[str]:
-        return [ev["type"] for _, ev in self.sent]
-
-    def received_types(self) -> list[str]:
-        return [str(ev.get("type")) for _, ev in self.received]
-
-
-class _Connection:
-    """Moves frames between one WebSocket and its SimSession; owns the writer and timer tasks."""
-
-    def __init__(self, sim: RealtimeSim, ws: web.WebSocketResponse, session: SimSession, request: web.Request) -> None:
-        self.sim = sim
-        self.ws = ws
-        self.session = session
-        self._transport = request.transport
-        self._clock = sim.clock
-        self._queue: asyncio.Queue[tuple[float, Outgoing]] = asyncio.Queue()
-        self._wake = asyncio.Event()
-        self.drop_after: int | None = None
-        self.delay_s = 0.0
-        self._close_queued = False
-
-    def flush(self, *, wake: bool = True) -> None:
-        """Queue the session's new events for the writer; ``wake`` re-arms the timer task."""
-        now = self._clock.now()
-        for item in self.session.take_outbox():
-            self._close_queued |= isinstance(item, CloseRequest)
-            self._queue.put_nowait((now, item))
-        if wake:
-            self._wake.set()
-
-    def abort(self) -> None:
-        """Drop the socket without a close frame (what a dead network looks like)."""
-        if self.session.close_code is None:
-            self.session.close_code = 1006
-        self.session.ended = True
-        if self._transport is not None:
-            self._transport.abort()
-
-    def apply_fault(self, kind: FaultKind, kw: dict[str, Any]) -> None:
-        if kind == "drop":
-            after = kw.pop("after_events", None)
-            if after is None or after <= 0:
-                self.abort()
-            else:
-                self.drop_after = int(after)
-        elif kind == "delay":
-            self.delay_s = float(kw.pop("seconds"))
-        elif kind in ("server_error", "rate_limit"):
-            self.session.fail_response(self._clock.now(), kind, when=kw.pop("when", "auto"))
-            self.flush()
-        else:
-            raise ValueError(f"unknown fault kind {kind!r} (drop, delay, server_error, rate_limit)")
-        if kw:
-            raise TypeError(f"unexpected arguments for fault {kind!r}: {sorted(kw)}")
-
-    async def run(self, opening: Callable[[], None]) -> None:
-        writer = asyncio.create_task(self._writer(), name=f"rt-sim-writer-{self.session.index}")
-        timers = asyncio.create_task(self._timers(), name=f"rt-sim-timers-{self.session.index}")
-        try:
-            opening()
-            self.flush()
-            async for msg in self.ws:
-                now = self._clock.now()
-                if msg.type == WSMsgType.TEXT:
-                    self.session.handle_text(msg.data, now)
-                elif msg.type == WSMsgType.BINARY:
-                    self.session.handle_binary(msg.data, now)
-                else:
-                    break
-                self.flush()
-                self.sim._notify()
-        finally:
-            timers.cancel()
-            if not writer.done() and self._close_queued and self.session.close_code != 1006:
-                with contextlib.suppress(TimeoutError, Exception):
-                    async with asyncio.timeout(2.0):
-                        await asyncio.shield(writer)
-            writer.cancel()
-            for task in (writer, timers):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            if self.session.close_code is None:
-                self.session.close_code = self.ws.close_code if self.ws.close_code is not None else 1006
-            self.session.ended = True
-            self.session.closed.set()
-            self.sim._notify()
-
-    async def _writer(self) -> None:
-        while True:
-            emitted, item = await self._queue.get()
-            if self.delay_s > 0:
-                await self._clock.sleep_until(emitted + self.delay_s)
-            if isinstance(item, CloseRequest):
-                self.session.close_code, self.session.close_reason = item.code, item.reason
-                await self.ws.close(code=item.code, message=item.reason.encode())
-                return
-            if self.drop_after is not None and self.drop_after <= 0:
-                self.abort()
-                return
-            try:
-                await self.ws.send_str(json.dumps(item))
-            except (ConnectionError, RuntimeError):
-                return
-            self.session.sent.append((self._clock.now(), item))
-            self.sim._notify()
-            if self.drop_after is not None:
-                self.drop_after -= 1
-                if self.drop_after <= 0:
-                    self.abort()
-                    return
-
-    async def _timers(self) -> None:
-        """Sleep until the session's next deadline, or until new input may have changed it."""
-        loop = asyncio.get_running_loop()
-        while not self.session.ended:
-            self._wake.clear()
-            deadline = self.session.next_deadline()
-            when = None if deadline is None else loop.time() + max(0.0, self._clock.real_deadline(deadline) - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(when):
-                    await self._wake.wait()
-            self.session.on_timer(self._clock.now())
-            self.flush(wake=False)
-            self.sim._notify()
 
 
 class RealtimeSim:
@@ -239,7 +111,7 @@ class RealtimeSim:
         self._script = ReplyScript(replies, self.settings.exhausted)
         self._transcripts = TranscriptScript(input_transcripts)
         self.sessions: list[SimSession] = []
-        self._conns: dict[int, _Connection] = {}
+        self._conns: dict[int, Connection] = {}
         self._pending_faults: dict[int, list[tuple[FaultKind, dict[str, Any]]]] = {}
         self._runner: web.AppRunner | None = None
         self._change: asyncio.Future[None] | None = None
@@ -263,10 +135,14 @@ class RealtimeSim:
         log.info("realtime simulator listening on %s", self.url)
 
     async def stop(self) -> None:
-        for conn in list(self._conns.values()):
-            if not conn.session.closed.is_set():
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.ws.close(code=1001, message=b"simulator stopped"), 2.0)
+        """Close every session (1001, after the events already queued), then the server."""
+        live = [c for c in self._conns.values() if not c.session.closed.is_set()]
+        for conn in live:
+            conn.shutdown(1001, "simulator stopped")
+        if live:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await asyncio.gather(*(c.session.closed.wait() for c in live))
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -276,7 +152,10 @@ class RealtimeSim:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.stop()
 
@@ -335,8 +214,12 @@ class RealtimeSim:
         key = self._key_from(request)
         if key is None:
             return web.json_response(E.http_error_body(E.NO_KEY_MESSAGE, None), status=401)
-        if self._api_key is not None and not hmac.compare_digest(key.encode(), self._api_key.encode()):
-            return web.json_response(E.http_error_body(E.BAD_KEY_MESSAGE, "invalid_api_key"), status=401)
+        if self._api_key is not None and not hmac.compare_digest(
+            key.encode(), self._api_key.encode()
+        ):
+            return web.json_response(
+                E.http_error_body(E.BAD_KEY_MESSAGE, "invalid_api_key"), status=401
+            )
         ws = web.WebSocketResponse(max_msg_size=32 * 1024 * 1024, timeout=2.0)
         await ws.prepare(request)
         index = len(self.sessions)
@@ -350,7 +233,7 @@ class RealtimeSim:
             transcripts=self._transcripts,
         )
         self.sessions.append(session)
-        conn = _Connection(self, ws, session, request)
+        conn = Connection(ws, session, request, self.clock, self._notify)
         self._conns[index] = conn
         for kind, kw in self._pending_faults.pop(index, []):
             conn.apply_fault(kind, kw)
@@ -360,13 +243,23 @@ class RealtimeSim:
         def opening() -> None:
             if beta and self.settings.reject_beta:
                 close = CloseRequest(E.BETA_CLOSE_CODE, E.BETA_CLOSE_REASON)
-                session.reject(now, E.BETA_DISABLED_CODE, E.BETA_DISABLED_MESSAGE, close)
+                session.reject(E.BETA_DISABLED_CODE, E.BETA_DISABLED_MESSAGE, close)
             elif not model:
                 msg = "Missing required parameter: 'model'."
-                session.reject(now, "missing_required_parameter", msg, CloseRequest(E.MODEL_ERROR_CLOSE_CODE), "model")
+                session.reject(
+                    "missing_required_parameter",
+                    msg,
+                    CloseRequest(E.MODEL_ERROR_CLOSE_CODE),
+                    "model",
+                )
             elif not self.settings.model_ok(model):
                 msg = E.model_not_found_message(model)
-                session.reject(now, E.MODEL_NOT_FOUND_CODE, msg, CloseRequest(E.MODEL_ERROR_CLOSE_CODE), "model")
+                session.reject(
+                    E.MODEL_NOT_FOUND_CODE,
+                    msg,
+                    CloseRequest(E.MODEL_ERROR_CLOSE_CODE),
+                    "model",
+                )
             else:
                 session.open(now, int(time.time() + self.settings.session_max_s))
 

@@ -12,6 +12,17 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "alaw_decode",
+    "alaw_encode",
+    "bytes_per_ms",
+    "decode_samples",
+    "encode_output",
+    "format_type",
+    "ulaw_decode",
+    "ulaw_encode",
+]
+
 PCM_RATE = 24000
 
 
@@ -23,7 +34,7 @@ def bytes_per_ms(fmt: dict[str, Any] | None) -> int:
     return 48 if format_type(fmt) == "audio/pcm" else 8
 
 
-def _ulaw_decode(data: np.ndarray) -> np.ndarray:
+def ulaw_decode(data: np.ndarray) -> np.ndarray:
     u = ~data.astype(np.int32) & 0xFF
     sign = u & 0x80
     exponent = (u >> 4) & 0x07
@@ -33,7 +44,7 @@ def _ulaw_decode(data: np.ndarray) -> np.ndarray:
     return out.astype(np.int16)
 
 
-def _alaw_decode(data: np.ndarray) -> np.ndarray:
+def alaw_decode(data: np.ndarray) -> np.ndarray:
     a = data.astype(np.int32) ^ 0x55
     sign = a & 0x80
     exponent = (a >> 4) & 0x07
@@ -45,7 +56,7 @@ def _alaw_decode(data: np.ndarray) -> np.ndarray:
     return out.astype(np.int16)
 
 
-def _ulaw_encode(pcm: np.ndarray) -> np.ndarray:
+def ulaw_encode(pcm: np.ndarray) -> np.ndarray:
     x = pcm.astype(np.int32)
     sign = np.where(x < 0, 0x80, 0)
     mag = np.minimum(np.abs(x), 32635) + 0x84
@@ -55,7 +66,7 @@ def _ulaw_encode(pcm: np.ndarray) -> np.ndarray:
     return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
 
 
-def _alaw_encode(pcm: np.ndarray) -> np.ndarray:
+def alaw_encode(pcm: np.ndarray) -> np.ndarray:
     x = pcm.astype(np.int32)
     sign = np.where(x >= 0, 0x80, 0)
     mag = np.minimum(np.abs(x), 32767) >> 3
@@ -71,7 +82,7 @@ def decode_samples(fmt: dict[str, Any] | None, data: bytes) -> np.ndarray:
     if kind == "audio/pcm":
         return np.frombuffer(data[: len(data) - len(data) % 2], dtype="<i2")
     raw = np.frombuffer(data, dtype=np.uint8)
-    return _ulaw_decode(raw) if kind == "audio/pcmu" else _alaw_decode(raw)
+    return ulaw_decode(raw) if kind == "audio/pcmu" else alaw_decode(raw)
 
 
 def encode_output(fmt: dict[str, Any] | None, pcm24k: np.ndarray) -> bytes:
@@ -82,5 +93,5 @@ def encode_output(fmt: dict[str, Any] | None, pcm24k: np.ndarray) -> bytes:
         return samples.astype("<i2").tobytes()
     n = len(samples) // 3
     pcm8k = samples[: n * 3].astype(np.int32).reshape(n, 3).mean(axis=1).astype(np.int16)
-    enc = _ulaw_encode(pcm8k) if kind == "audio/pcmu" else _alaw_encode(pcm8k)
+    enc = ulaw_encode(pcm8k) if kind == "audio/pcmu" else alaw_encode(pcm8k)
     return enc.tobytes()

@@ -57,7 +57,12 @@ def _replies(args: argparse.Namespace) -> tuple[list[AnyReply] | None, list[str]
     return None, None
 
 
-async def _serve(args: argparse.Namespace, replies: list[AnyReply] | None, transcripts: list[str] | None, api_key: str | None) -> None:
+async def _serve(
+    args: argparse.Namespace,
+    replies: list[AnyReply] | None,
+    transcripts: list[str] | None,
+    api_key: str | None,
+) -> None:
     sim = RealtimeSim(
         host=args.host,
         port=args.port,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import random
 import string
@@ -11,10 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsbridge.sim.rt_config import ParamError
-from fsbridge.sim.rt_errors import INVALID_AUDIO_MESSAGE
-
-__all__ = ["Conversation", "IdGen", "ItemRecord", "parse_client_item"]
+__all__ = ["Conversation", "IdGen", "ItemRecord"]
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -123,94 +118,7 @@ class Conversation:
 
     def call_ids(self) -> set[str]:
         return {
-            str(r.item["call_id"]) for r in self._items if r.type == "function_call" and r.item.get("call_id")
+            str(r.item["call_id"])
+            for r in self._items
+            if r.type == "function_call" and r.item.get("call_id")
         }
-
-
-def _missing(path: str) -> ParamError:
-    return ParamError("missing_required_parameter", f"Missing required parameter: '{path}'.", path)
-
-
-def _need_str(obj: dict[str, Any], key: str, path: str) -> str:
-    if key not in obj:
-        raise _missing(f"{path}.{key}")
-    if not isinstance(obj[key], str):
-        raise ParamError(
-            "invalid_type",
-            f"Invalid type for '{path}.{key}': expected a string, but got {type(obj[key]).__name__} instead.",
-            f"{path}.{key}",
-        )
-    return obj[key]
-
-
-_CONTENT_TYPES = {
-    "user": ("input_text", "input_audio", "input_image"),
-    "system": ("input_text",),
-    "assistant": ("output_text",),  # assistant *audio* cannot be created (reference §4.1)
-}
-
-
-def parse_client_item(item: Any, new_id: str, bytes_per_ms: int) -> ItemRecord:
-    """Validate the ``item`` of ``conversation.item.create`` into a stored record.
-
-    The echo (``conversation.item.added``) never carries audio bytes; they stay in the record.
-    """
-    if not isinstance(item, dict):
-        raise ParamError("invalid_type", "Invalid type for 'item': expected an object.", "item")
-    kind = item.get("type")
-    if kind is None:
-        raise _missing("item.type")
-    base = {"id": item.get("id") or new_id, "object": "realtime.item", "type": kind, "status": "completed"}
-    if kind == "message":
-        role = _need_str(item, "role", "item")
-        if role not in _CONTENT_TYPES:
-            raise ParamError(
-                "invalid_value",
-                f"Invalid value: '{role}'. Supported values are: 'user', 'system', and 'assistant'.",
-                "item.role",
-            )
-        content = item.get("content")
-        if not isinstance(content, list) or not content:
-            raise _missing("item.content")
-        parts, audio = [], bytearray()
-        for i, part in enumerate(content):
-            path = f"item.content[{i}]"
-            if not isinstance(part, dict):
-                raise ParamError("invalid_type", f"Invalid type for '{path}': expected an object.", path)
-            ptype = _need_str(part, "type", path)
-            if ptype not in _CONTENT_TYPES[role]:
-                allowed = ", ".join(f"'{t}'" for t in _CONTENT_TYPES[role])
-                raise ParamError(
-                    "invalid_value",
-                    f"Invalid value: '{ptype}'. Supported values are: {allowed}.",
-                    f"{path}.type",
-                )
-            if ptype in ("input_text", "output_text"):
-                parts.append({"type": ptype, "text": _need_str(part, "text", path)})
-            elif ptype == "input_audio":
-                try:
-                    audio += base64.b64decode(_need_str(part, "audio", path), validate=True)
-                except (binascii.Error, ValueError):
-                    raise ParamError("invalid_value", INVALID_AUDIO_MESSAGE, f"{path}.audio") from None
-                parts.append({"type": "input_audio", "transcript": part.get("transcript")})
-            else:
-                parts.append({k: v for k, v in part.items()})
-        return ItemRecord(
-            item={**base, "role": role, "content": parts}, audio=audio, bytes_per_ms=bytes_per_ms
-        )
-    if kind == "function_call":
-        fields = {k: _need_str(item, k, "item") for k in ("name", "arguments")}
-        call_id = item.get("call_id")
-        if not isinstance(call_id, str):
-            raise _missing("item.call_id")
-        return ItemRecord(item={**base, "call_id": call_id, **fields})
-    if kind == "function_call_output":
-        call_id = _need_str(item, "call_id", "item")
-        output = _need_str(item, "output", "item")
-        return ItemRecord(item={**base, "call_id": call_id, "output": output})
-    raise ParamError(
-        "invalid_value",
-        f"Invalid value: '{kind}'. Supported values are: 'message', 'function_call', and "
-        "'function_call_output'.",
-        "item.type",
-    )

@@ -17,81 +17,20 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from fsbridge.sim.rt_items import Conversation, ItemRecord
 from fsbridge.sim.rt_script import FunctionCallReply, Reply
-from fsbridge.sim.rt_usage import InputTally, audio_out_tokens, response_usage, text_tokens, zero_usage
+from fsbridge.sim.rt_stream import ResponseRecord, Status, StreamSettings, chunks, word_cut
+from fsbridge.sim.rt_usage import (
+    InputTally,
+    audio_out_tokens,
+    response_usage,
+    text_tokens,
+    zero_usage,
+)
 
-__all__ = ["ResponseRecord", "ResponseRun", "StreamSettings"]
-
-Status = Literal["completed", "cancelled", "failed", "incomplete"]
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    delivery_speed: float = 4.0
-    delta_ms: int = 100
-    first_delta_delay_s: float = 0.15
-    odd_deltas: bool = False
-    obfuscation: bool = True
-    text_words_per_delta: int = 3
-    args_delta_chars: int = 12
-    args_delta_interval_s: float = 0.02
-    # UNCONFIRMED (reference §5.1): which of the two item "done" events comes first.
-    output_item_done_first: bool = True
-
-
-@dataclass
-class ResponseRecord:
-    """What the simulator did for one response (for tests; times are on the SimClock)."""
-
-    id: str
-    trigger: str  # "vad" | "client" | "idle"
-    created_t: float
-    kind: str = "audio"  # "audio" | "text" | "function_call"
-    instructions: str | None = None
-    status: str = "in_progress"
-    reason: str | None = None
-    error: dict[str, Any] | None = None
-    first_delta_t: float | None = None
-    done_t: float | None = None
-    deltas: list[tuple[float, str, int]] = field(default_factory=list)  # (t, item_id, nbytes)
-    audio_bytes_sent: int = 0
-    bytes_per_ms: int = 48
-    item_ids: list[str] = field(default_factory=list)
-    transcript_sent: str = ""
-    usage: dict[str, Any] | None = None
-
-    @property
-    def audio_ms_sent(self) -> float:
-        return self.audio_bytes_sent / self.bytes_per_ms
-
-
-def _chunks(data: bytes, size: int, odd: bool) -> list[bytes]:
-    if not data:
-        return []
-    if not odd or size < 2:
-        return [data[i : i + size] for i in range(0, len(data), size)]
-    out, pos, k = [], 0, 0
-    while pos < len(data):
-        n = size + (1 if k % 2 == 0 else -1)  # odd lengths: boundaries on odd offsets
-        out.append(data[pos : pos + n])
-        pos += n
-        k += 1
-    return out
-
-
-def _word_cut(text: str, n: int) -> int:
-    """Extend a cut point to the end of the word it falls in."""
-    if n <= 0:
-        return 0
-    if n >= len(text):
-        return len(text)
-    while n < len(text) and not text[n].isspace():
-        n += 1
-    return n
+__all__ = ["ResponseRecord", "ResponseRun", "StreamSettings"]  # re-exported for callers
 
 
 class ResponseRun:
@@ -143,7 +82,9 @@ class ResponseRun:
             record.kind = "function_call"
             self._args = reply.arguments_text()
             step = max(1, settings.args_delta_chars)
-            self._pieces: list[Any] = [self._args[i : i + step] for i in range(0, len(self._args), step)]
+            self._pieces: list[Any] = [
+                self._args[i : i + step] for i in range(0, len(self._args), step)
+            ]
             self._dt = settings.args_delta_interval_s
             self._call_id = reply.call_id or new_id("call")
         elif modality == "text":
@@ -154,12 +95,12 @@ class ResponseRun:
             self._pieces = [g if i == 0 else " " + g for i, g in enumerate(groups) if g or i == 0]
             self._dt = settings.delta_ms / 1000.0 / settings.delivery_speed
         else:
+            self._total = len(audio)  # the transcript is spread over the *whole* reply
             if isinstance(max_output_tokens, int):
                 cap = max_output_tokens * 50 * bpm  # ~1 token per 50 ms of output audio
                 if len(audio) > cap:
                     audio, self._limit_hit = audio[:cap], True
-            self._total = len(audio)
-            self._pieces = _chunks(audio, settings.delta_ms * bpm, settings.odd_deltas)
+            self._pieces = chunks(audio, settings.delta_ms * bpm, settings.odd_deltas)
             self._dt = settings.delta_ms / 1000.0 / settings.delivery_speed
 
     @property
@@ -173,7 +114,9 @@ class ResponseRun:
         return self._first_t + self._k * self._dt
 
     def start(self) -> list[dict[str, Any]]:
-        return [{"type": "response.created", "response": self._response("in_progress", None, [], None)}]
+        return [
+            {"type": "response.created", "response": self._response("in_progress", None, [], None)}
+        ]
 
     def step(self, now: float) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -194,7 +137,12 @@ class ResponseRun:
         return out
 
     def stop(
-        self, now: float, status: Status, *, reason: str | None = None, error: dict[str, Any] | None = None
+        self,
+        now: float,
+        status: Status,
+        *,
+        reason: str | None = None,
+        error: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Cancel (``turn_detected`` / ``client_cancelled``) or fail the response now."""
         if self.finished:
@@ -230,7 +178,12 @@ class ResponseRun:
                 "content": [],
             }
         out: list[dict[str, Any]] = [
-            {"type": "response.output_item.added", "response_id": self.record.id, "output_index": 0, "item": dict(self._item)}
+            {
+                "type": "response.output_item.added",
+                "response_id": self.record.id,
+                "output_index": 0,
+                "item": dict(self._item),
+            }
         ]
         if self._conv is not None:
             self._rec = ItemRecord(
@@ -239,10 +192,27 @@ class ResponseRun:
                 output_audio=self.record.kind == "audio",
             )
             prev = self._conv.add(self._rec)
-            out.append({"type": "conversation.item.added", "previous_item_id": prev, "item": dict(self._item)})
+            out.append(
+                {
+                    "type": "conversation.item.added",
+                    "previous_item_id": prev,
+                    "item": dict(self._item),
+                }
+            )
         if not isinstance(self._reply, FunctionCallReply):
-            part = {"type": "text", "text": ""} if self._modality == "text" else {"type": "audio", "transcript": ""}
-            out.append({"type": "response.content_part.added", **self._ids(), "content_index": 0, "part": part})
+            part = (
+                {"type": "text", "text": ""}
+                if self._modality == "text"
+                else {"type": "audio", "transcript": ""}
+            )
+            out.append(
+                {
+                    "type": "response.content_part.added",
+                    **self._ids(),
+                    "content_index": 0,
+                    "part": part,
+                }
+            )
         return out
 
     def _obf(self, ev: dict[str, Any], text: str) -> dict[str, Any]:
@@ -256,25 +226,61 @@ class ResponseRun:
         ids = self._ids()
         if isinstance(self._reply, FunctionCallReply):
             self._sent_text += piece
-            return [{"type": "response.function_call_arguments.delta", **ids, "call_id": self._call_id, "delta": piece}]
+            return [
+                {
+                    "type": "response.function_call_arguments.delta",
+                    **ids,
+                    "call_id": self._call_id,
+                    "delta": piece,
+                }
+            ]
         if self._modality == "text":
             self._sent_text += piece
-            return [self._obf({"type": "response.output_text.delta", **ids, "content_index": 0, "delta": piece}, piece)]
+            return [
+                self._obf(
+                    {
+                        "type": "response.output_text.delta",
+                        **ids,
+                        "content_index": 0,
+                        "delta": piece,
+                    },
+                    piece,
+                )
+            ]
         self.record.audio_bytes_sent += len(piece)
         self.record.deltas.append((now, ids["item_id"], len(piece)))
         if self._rec is not None:
             self._rec.audio.extend(piece)
         out: list[dict[str, Any]] = [
-            {"type": "response.output_audio.delta", **ids, "content_index": 0, "delta": base64.b64encode(piece).decode("ascii")}
+            {
+                "type": "response.output_audio.delta",
+                **ids,
+                "content_index": 0,
+                "delta": base64.b64encode(piece).decode("ascii"),
+            }
         ]
         text = self._reply.transcript
-        target = len(text) if self._k == len(self._pieces) - 1 else _word_cut(
-            text, math.ceil(len(text) * self.record.audio_bytes_sent / max(1, self._total))
+        target = (
+            len(text)
+            if self._k == len(self._pieces) - 1 and not self._limit_hit
+            else word_cut(
+                text, math.ceil(len(text) * self.record.audio_bytes_sent / max(1, self._total))
+            )
         )
         if target > len(self._sent_text):
             delta = text[len(self._sent_text) : target]
             self._sent_text = text[:target]
-            out.append(self._obf({"type": "response.output_audio_transcript.delta", **ids, "content_index": 0, "delta": delta}, delta))
+            out.append(
+                self._obf(
+                    {
+                        "type": "response.output_audio_transcript.delta",
+                        **ids,
+                        "content_index": 0,
+                        "delta": delta,
+                    },
+                    delta,
+                )
+            )
         return out
 
     def _final_item(self, status: Status) -> dict[str, Any]:
@@ -290,7 +296,12 @@ class ResponseRun:
         return item
 
     def _finish(
-        self, now: float, status: Status, *, reason: str | None = None, error: dict[str, Any] | None = None
+        self,
+        now: float,
+        status: Status,
+        *,
+        reason: str | None = None,
+        error: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         self.finished = True
         out: list[dict[str, Any]] = []
@@ -299,29 +310,73 @@ class ResponseRun:
             ids = self._ids()
             text = self._sent_text
             if isinstance(self._reply, FunctionCallReply):
-                out.append({"type": "response.function_call_arguments.done", **ids, "call_id": self._call_id, "name": self._reply.name, "arguments": text})
+                out.append(
+                    {
+                        "type": "response.function_call_arguments.done",
+                        **ids,
+                        "call_id": self._call_id,
+                        "name": self._reply.name,
+                        "arguments": text,
+                    }
+                )
             elif self._modality == "text":
-                out.append({"type": "response.output_text.done", **ids, "content_index": 0, "text": text})
-                out.append({"type": "response.content_part.done", **ids, "content_index": 0, "part": {"type": "text", "text": text}})
+                out.append(
+                    {"type": "response.output_text.done", **ids, "content_index": 0, "text": text}
+                )
+                out.append(
+                    {
+                        "type": "response.content_part.done",
+                        **ids,
+                        "content_index": 0,
+                        "part": {"type": "text", "text": text},
+                    }
+                )
             else:
                 out.append({"type": "response.output_audio.done", **ids, "content_index": 0})
-                out.append({"type": "response.output_audio_transcript.done", **ids, "content_index": 0, "transcript": text})
-                out.append({"type": "response.content_part.done", **ids, "content_index": 0, "part": {"type": "audio", "transcript": text}})
+                out.append(
+                    {
+                        "type": "response.output_audio_transcript.done",
+                        **ids,
+                        "content_index": 0,
+                        "transcript": text,
+                    }
+                )
+                out.append(
+                    {
+                        "type": "response.content_part.done",
+                        **ids,
+                        "content_index": 0,
+                        "part": {"type": "audio", "transcript": text},
+                    }
+                )
             item = self._final_item(status)
             output.append(item)
-            item_done = {"type": "response.output_item.done", "response_id": self.record.id, "output_index": 0, "item": dict(item)}
+            item_done = {
+                "type": "response.output_item.done",
+                "response_id": self.record.id,
+                "output_index": 0,
+                "item": dict(item),
+            }
             conv_done = None
             if self._rec is not None:
                 self._rec.item = dict(item)
                 self._rec.transcript = text if self.record.kind == "audio" else ""
-                conv_done = {"type": "conversation.item.done", "previous_item_id": self._rec.previous_item_id, "item": dict(item)}
-            pair = [item_done, conv_done] if self._s.output_item_done_first else [conv_done, item_done]
+                conv_done = {
+                    "type": "conversation.item.done",
+                    "previous_item_id": self._rec.previous_item_id,
+                    "item": dict(item),
+                }
+            pair = (
+                [item_done, conv_done] if self._s.output_item_done_first else [conv_done, item_done]
+            )
             out += [e for e in pair if e is not None]
         if status == "failed":
             usage = zero_usage()
         else:
             out_audio = audio_out_tokens(self.record.audio_ms_sent)
-            usage = response_usage(self._tally, self._prev_tally, text_tokens(self._sent_text), out_audio)
+            usage = response_usage(
+                self._tally, self._prev_tally, text_tokens(self._sent_text), out_audio
+            )
         details: dict[str, Any] | None = None
         if status != "completed":
             details = {"type": status}
@@ -332,11 +387,17 @@ class ResponseRun:
         self.record.status, self.record.reason, self.record.error = status, reason, error
         self.record.done_t, self.record.usage = now, usage
         self.record.transcript_sent = self._sent_text
-        out.append({"type": "response.done", "response": self._response(status, details, output, usage)})
+        out.append(
+            {"type": "response.done", "response": self._response(status, details, output, usage)}
+        )
         return out
 
     def _response(
-        self, status: str, details: dict[str, Any] | None, output: list[dict[str, Any]], usage: dict[str, Any] | None
+        self,
+        status: str,
+        details: dict[str, Any] | None,
+        output: list[dict[str, Any]],
+        usage: dict[str, Any] | None,
     ) -> dict[str, Any]:
         return {
             "object": "realtime.response",

@@ -110,7 +110,9 @@ class ReplyScript:
                 if isinstance(reply, Reply):
                     self.pcm(reply)
                 elif not isinstance(reply, FunctionCallReply):
-                    raise TypeError(f"replies must be Reply or FunctionCallReply, not {type(reply).__name__}")
+                    raise TypeError(
+                        f"replies must be Reply or FunctionCallReply, not {type(reply).__name__}"
+                    )
 
     def reply_for(self, session: Any, index: int) -> AnyReply:
         if self._replies is None:

@@ -95,7 +95,9 @@ def rate_limits(names: Sequence[str], tokens_limit: int, tokens_used: int) -> li
     out: list[dict[str, Any]] = []
     for name in names:
         if name == "requests":
-            out.append({"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012})
+            out.append(
+                {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012}
+            )
         else:
             remaining = max(0, tokens_limit - tokens_used)
             out.append(

@@ -102,7 +102,9 @@ Connect = Callable[..., Awaitable[RtClient]]
 
 
 @pytest.fixture
-async def make_sim(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Awaitable[RealtimeSim]]]:
+async def make_sim(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[..., Awaitable[RealtimeSim]]]:
     sims: list[RealtimeSim] = []
 
     async def factory(**kw: Any) -> RealtimeSim:

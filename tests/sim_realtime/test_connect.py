@@ -29,7 +29,9 @@ async def test_missing_auth_is_401(sim) -> None:
 
 async def test_wrong_key_is_401_without_echoing_it(make_sim) -> None:
     sim = await make_sim(api_key="sk-right")
-    status, body = await _status(f"{sim.url}?model=gpt-realtime", {"Authorization": "Bearer sk-wrong-secret"})
+    status, body = await _status(
+        f"{sim.url}?model=gpt-realtime", {"Authorization": "Bearer sk-wrong-secret"}
+    )
     assert status == 401
     assert body["error"]["code"] == "invalid_api_key"
     assert "sk-wrong-secret" not in str(body) and "sk-right" not in repr(sim)
@@ -49,7 +51,9 @@ async def test_azure_header_can_be_refused(make_sim) -> None:
 
 
 async def test_beta_header_gets_error_then_4000(sim, connect) -> None:
-    c = await connect(sim, headers={"Authorization": "Bearer k", "OpenAI-Beta": "realtime=v1"}, created=False)
+    c = await connect(
+        sim, headers={"Authorization": "Bearer k", "OpenAI-Beta": "realtime=v1"}, created=False
+    )
     err = await c.expect_error(E.BETA_DISABLED_CODE)
     assert err["message"] == E.BETA_DISABLED_MESSAGE
     msg = await c.ws.receive(timeout=5)
@@ -67,7 +71,9 @@ async def test_beta_accepted_when_not_rejecting(make_sim, connect) -> None:
     await connect(sim, headers={"Authorization": "Bearer k", "OpenAI-Beta": "realtime=v1"})
 
 
-@pytest.mark.parametrize(("model", "code"), [(None, "missing_required_parameter"), ("gpt-4o", "model_not_found")])
+@pytest.mark.parametrize(
+    ("model", "code"), [(None, "missing_required_parameter"), ("gpt-4o", "model_not_found")]
+)
 async def test_bad_model_is_refused(sim, connect, model, code) -> None:
     c = await connect(sim, model=model, created=False)
     err = await c.expect_error(code)
@@ -100,8 +106,20 @@ async def test_session_created_is_the_full_ga_object(sim, connect) -> None:
         "create_response": True,
         "interrupt_response": True,
     }
-    assert session["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy", "speed": 1.0}
-    for key in ("tools", "tool_choice", "max_output_tokens", "tracing", "truncation", "prompt", "include"):
+    assert session["audio"]["output"] == {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "voice": "alloy",
+        "speed": 1.0,
+    }
+    for key in (
+        "tools",
+        "tool_choice",
+        "max_output_tokens",
+        "tracing",
+        "truncation",
+        "prompt",
+        "include",
+    ):
         assert key in session
 
 
@@ -119,3 +137,33 @@ async def test_client_close_is_recorded(sim, connect) -> None:
     s = sim.sessions[0]
     await sim.wait_for(s.closed.is_set)
     assert s.close_code == 1000
+
+
+async def test_stop_with_a_live_client() -> None:
+    import asyncio
+
+    from fsbridge.sim.clock import SimClock
+    from fsbridge.sim.realtime import RealtimeSim
+
+    sim = RealtimeSim(clock=SimClock(20.0))
+    await sim.start()
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            f"{sim.url}?model=gpt-realtime", headers={"Authorization": "Bearer k"}
+        )
+        assert (await ws.receive_json(timeout=5))["type"] == "session.created"
+        await ws.send_json({"type": "response.create"})
+
+        async def read_all() -> None:
+            while (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.TEXT:
+                pass
+
+        reader = asyncio.create_task(read_all())
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await sim.stop()
+        assert loop.time() - t0 < 1.0
+        await reader
+        assert ws.close_code == 1001
+        s = sim.sessions[0]
+        assert s.closed.is_set() and s.close_code == 1001

@@ -51,7 +51,12 @@ def test_timers_drive_the_stream() -> None:
     assert _drain(core) == []
     core.on_timer(1.2)
     first = [e["type"] for e in _drain(core)]
-    assert first[:4] == ["response.output_item.added", "conversation.item.added", "response.content_part.added", "response.output_audio.delta"]
+    assert first[:4] == [
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.content_part.added",
+        "response.output_audio.delta",
+    ]
     assert core.next_deadline() == 1.25  # 100 ms of audio at 2x
     core.on_timer(5.0)  # late wake-up: everything due is caught up in order
     rest = [e["type"] for e in _drain(core)]
@@ -97,12 +102,33 @@ _EVENTS = st.sampled_from(
         {"type": "input_audio_buffer.append", "audio": b64(tone(200))},
         {"type": "input_audio_buffer.append", "audio": b64(silence(300))},
         {"type": "input_audio_buffer.append", "audio": "%%%"},
-        {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}}},
-        {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "ash"}}}},
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+        },
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"output": {"voice": "ash"}}},
+        },
         {"type": "session.update", "session": {"modalities": ["text"]}},
-        {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}},
-        {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_x", "output": "{}"}},
-        {"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0, "audio_end_ms": 10},
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            },
+        },
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": "call_x", "output": "{}"},
+        },
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "item_x",
+            "content_index": 0,
+            "audio_end_ms": 10,
+        },
         {"type": "conversation.item.delete", "item_id": "item_x"},
         {"type": "output_audio_buffer.clear"},
         {"type": "nonsense"},
@@ -114,9 +140,18 @@ _JUNK = st.one_of(st.text(max_size=30), st.builds(json.dumps, st.lists(st.intege
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.one_of(_EVENTS, _JUNK), st.floats(min_value=0.0, max_value=0.5)), max_size=25))
+@given(
+    st.lists(
+        st.tuples(st.one_of(_EVENTS, _JUNK), st.floats(min_value=0.0, max_value=0.5)), max_size=25
+    )
+)
 def test_fuzz_any_sequence_is_answered_with_valid_events(steps) -> None:
-    core = _core(replies=[Reply(audio=pcm_reply(300), transcript="a b"), FunctionCallReply(name="f", arguments={"a": 1})])
+    core = _core(
+        replies=[
+            Reply(audio=pcm_reply(300), transcript="a b"),
+            FunctionCallReply(name="f", arguments={"a": 1}),
+        ]
+    )
     _drain(core)
     t = 0.0
     for ev, dt in steps:
@@ -130,4 +165,7 @@ def test_fuzz_any_sequence_is_answered_with_valid_events(steps) -> None:
     assert all(r.status != "in_progress" for r in core.responses)
     sent_ok = [r for r in core.responses if r.status == "completed"]
     for r in sent_ok:
-        assert r.done_t is not None and r.usage["total_tokens"] == r.usage["input_tokens"] + r.usage["output_tokens"]
+        assert (
+            r.done_t is not None
+            and r.usage["total_tokens"] == r.usage["input_tokens"] + r.usage["output_tokens"]
+        )

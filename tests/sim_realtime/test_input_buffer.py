@@ -7,7 +7,10 @@ import pytest
 from fsbridge.sim import rt_errors as E
 from tests.sim_realtime.conftest import b64, silence, tone
 
-NO_VAD = {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}}}
+NO_VAD = {
+    "type": "session.update",
+    "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+}
 
 
 async def _manual(sim, connect):

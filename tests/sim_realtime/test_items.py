@@ -12,7 +12,15 @@ from tests.sim_realtime.conftest import b64, pcm_reply, tone
 
 
 def _text(role: str, text: str, **extra) -> dict:
-    return {"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [{"type": "input_text", "text": text}], **extra}}
+    return {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": role,
+            "content": [{"type": "input_text", "text": text}],
+            **extra,
+        },
+    }
 
 
 async def test_text_items_added_and_done(sim, connect) -> None:
@@ -45,10 +53,25 @@ async def test_unknown_previous_item_id(sim, connect) -> None:
 @pytest.mark.invalid_client_events
 async def test_item_shape_errors(sim, connect) -> None:
     c = await connect(sim)
-    await c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text"}]}}, validate=False)
+    await c.send(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text"}]},
+        },
+        validate=False,
+    )
     err = await c.expect_error("missing_required_parameter")
     assert err["message"] == "Missing required parameter: 'item.content[0].text'."
-    await c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "assistant", "content": [{"type": "output_audio", "transcript": "x"}]}})
+    await c.send(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_audio", "transcript": "x"}],
+            },
+        }
+    )
     assert (await c.expect_error("invalid_value"))["param"] == "item.content[0].type"
     await c.send(_text("user", "dup", id="item_a"))
     await c.recv_until("conversation.item.done")
@@ -59,7 +82,16 @@ async def test_item_shape_errors(sim, connect) -> None:
 async def test_delete_and_retrieve(make_sim, connect) -> None:
     sim = await make_sim(replies=[Reply(audio=pcm_reply(200), transcript="Hi.")])
     c = await connect(sim)
-    await c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": b64(tone(300))}]}})
+    await c.send(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio", "audio": b64(tone(300))}],
+            },
+        }
+    )
     user = (await c.recv_until("conversation.item.added"))["item"]
     assert "audio" not in user["content"][0]  # echoes carry no audio bytes
     await c.send({"type": "response.create"})
@@ -67,7 +99,10 @@ async def test_delete_and_retrieve(make_sim, connect) -> None:
     aid = done["response"]["output"][0]["id"]
     await c.send({"type": "conversation.item.retrieve", "item_id": aid})
     got = await c.recv_until("conversation.item.retrieved")
-    assert base64.b64decode(got["item"]["content"][0]["audio"]) == pcm_reply(200).astype("<i2").tobytes()
+    assert (
+        base64.b64decode(got["item"]["content"][0]["audio"])
+        == pcm_reply(200).astype("<i2").tobytes()
+    )
     await c.send({"type": "conversation.item.delete", "item_id": user["id"]})
     assert (await c.recv_until("conversation.item.deleted"))["item_id"] == user["id"]
     await c.send({"type": "conversation.item.delete", "item_id": user["id"]})

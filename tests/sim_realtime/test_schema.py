@@ -6,7 +6,12 @@ import pytest
 
 from tests.openai_schema import server_event_types, validate_client_event, validate_server_event
 
-SPEECH = {"type": "input_audio_buffer.speech_started", "event_id": "event_1", "audio_start_ms": 700, "item_id": "item_1"}
+SPEECH = {
+    "type": "input_audio_buffer.speech_started",
+    "event_id": "event_1",
+    "audio_start_ms": 700,
+    "item_id": "item_1",
+}
 
 
 def test_valid_server_event_passes() -> None:
@@ -38,7 +43,10 @@ def test_nested_extra_fails_with_its_path() -> None:
     event = {
         "type": "session.updated",
         "event_id": "e",
-        "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000, "bits": 16}}}},
+        "session": {
+            "type": "realtime",
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000, "bits": 16}}},
+        },
     }
     with pytest.raises(AssertionError, match=r"session\.audio\.input\.format\.bits"):
         validate_server_event(event)
@@ -57,17 +65,49 @@ def test_allow_listed_extras_pass() -> None:
             "obfuscation": "xyz",
         }
     )
-    validate_server_event({"type": "session.created", "event_id": "e", "session": {"type": "realtime", "id": "sess_1", "object": "realtime.session", "expires_at": 1}})
+    validate_server_event(
+        {
+            "type": "session.created",
+            "event_id": "e",
+            "session": {
+                "type": "realtime",
+                "id": "sess_1",
+                "object": "realtime.session",
+                "expires_at": 1,
+            },
+        }
+    )
     # ...but only on the events they are listed for
     with pytest.raises(AssertionError, match="obfuscation"):
         validate_server_event({**SPEECH, "obfuscation": "x"})
 
 
 def test_client_events() -> None:
-    validate_client_event({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}}})
+    validate_client_event(
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}},
+            },
+        }
+    )
     with pytest.raises(AssertionError, match="does not match"):  # beta shape: no session.type
         validate_client_event({"type": "session.update", "session": {"modalities": ["audio"]}})
     with pytest.raises(AssertionError, match="input_audio_format"):
-        validate_client_event({"type": "session.update", "session": {"type": "realtime", "input_audio_format": "pcm16"}})
+        validate_client_event(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "input_audio_format": "pcm16"},
+            }
+        )
     with pytest.raises(AssertionError, match="does not match"):  # rate must be 24000
-        validate_client_event({"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"format": {"type": "audio/pcm", "rate": 16000}}}}})
+        validate_client_event(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {"output": {"format": {"type": "audio/pcm", "rate": 16000}}},
+                },
+            }
+        )

@@ -13,7 +13,9 @@ AUDIO = silence(1000) + tone(800) + silence(1000)
 
 
 def _vad(**kw) -> EnergyVad:
-    return EnergyVad(**{"threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 200, **kw})
+    return EnergyVad(
+        **{"threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 200, **kw}
+    )
 
 
 def test_start_and_stop_positions() -> None:
@@ -24,7 +26,9 @@ def test_start_and_stop_positions() -> None:
 
 @pytest.mark.parametrize(("prefix", "silence_ms"), [(0, 500), (100, 300), (600, 1000)])
 def test_padding_and_silence_are_honoured(prefix: int, silence_ms: int) -> None:
-    start, stop = _vad(prefix_padding_ms=prefix, silence_duration_ms=silence_ms).feed(AUDIO + silence(1000))
+    start, stop = _vad(prefix_padding_ms=prefix, silence_duration_ms=silence_ms).feed(
+        AUDIO + silence(1000)
+    )
     assert start.audio_ms == 1000 - prefix
     assert stop.audio_ms == 1800 + silence_ms
 
@@ -71,7 +75,21 @@ async def test_server_vad_turn_timing_and_sequence(make_sim, connect) -> None:
     sim = await make_sim()
     c = await connect(sim)
     await c.send(
-        {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad", "prefix_padding_ms": 200, "silence_duration_ms": 400}}}}}
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {
+                    "input": {
+                        "turn_detection": {
+                            "type": "server_vad",
+                            "prefix_padding_ms": 200,
+                            "silence_duration_ms": 400,
+                        }
+                    }
+                },
+            },
+        }
     )
     await c.recv_until("session.updated")
     await c.append(silence(1000) + tone(900) + silence(1200), chunk_ms=20)
@@ -86,7 +104,10 @@ async def test_server_vad_turn_timing_and_sequence(make_sim, connect) -> None:
         "response.created",
     ]
     ev = {e["type"]: e for e in c.events}
-    started, stopped = ev["input_audio_buffer.speech_started"], ev["input_audio_buffer.speech_stopped"]
+    started, stopped = (
+        ev["input_audio_buffer.speech_started"],
+        ev["input_audio_buffer.speech_stopped"],
+    )
     print("audio_start_ms", started["audio_start_ms"], "audio_end_ms", stopped["audio_end_ms"])
     assert started["audio_start_ms"] == 800  # onset 1000 - 200 prefix, exact on the audio timeline
     assert stopped["audio_end_ms"] == 2300  # speech end 1900 + 400 silence
@@ -99,7 +120,23 @@ async def test_server_vad_turn_timing_and_sequence(make_sim, connect) -> None:
 async def test_semantic_vad_waits_by_eagerness(make_sim, connect) -> None:
     sim = await make_sim(semantic_silence_ms={"low": 1200, "medium": 700, "auto": 700, "high": 350})
     c = await connect(sim)
-    await c.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high", "create_response": False}}}}})
+    await c.send(
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {
+                    "input": {
+                        "turn_detection": {
+                            "type": "semantic_vad",
+                            "eagerness": "high",
+                            "create_response": False,
+                        }
+                    }
+                },
+            },
+        }
+    )
     await c.recv_until("session.updated")
     await c.append(silence(500) + tone(500) + silence(1500))
     stopped = await c.recv_until("input_audio_buffer.speech_stopped")
@@ -110,10 +147,27 @@ async def test_semantic_vad_waits_by_eagerness(make_sim, connect) -> None:
 
 async def test_no_events_when_turn_detection_is_null(sim, connect) -> None:
     c = await connect(sim)
-    await c.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+    await c.send(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+        }
+    )
     await c.recv_until("session.updated")
     await c.append(silence(300) + tone(600) + silence(800))
     await c.send({"type": "input_audio_buffer.commit"})
     await c.recv_until("conversation.item.done")
     assert "input_audio_buffer.speech_started" not in c.types()
     assert sim.sessions[0].responses == []
+
+
+def test_g711_codecs_round_trip() -> None:
+    import numpy as np
+
+    from fsbridge.sim.rt_audio import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+
+    x = (np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000) * 20000).astype(np.int16)
+    for enc, dec in ((ulaw_encode, ulaw_decode), (alaw_encode, alaw_decode)):
+        y = dec(enc(x)).astype(float)
+        snr = 10 * np.log10(np.mean(x.astype(float) ** 2) / np.mean((y - x) ** 2))
+        assert snr > 30

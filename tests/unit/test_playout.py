@@ -103,7 +103,7 @@ async def test_barge_in_truncates_to_what_was_heard(setup) -> None:
         playout.playback_started("c1")
         clock.t += 0.1
         assert playout.busy
-        assert playout.cancel() == "item_1"
+        assert playout.cancel() == ["item_1"]
         playout.audio("resp_1", "item_1", ms24(500))  # late delta of the cancelled reply: dropped
         playout.playback_stopped("c1", "break", 800)  # 100 ms written at 8 kHz
         await settle()
@@ -155,7 +155,7 @@ async def test_nothing_to_truncate_when_item_fully_played(setup) -> None:
         playout.playback_started("c1")
         playout.playback_stopped("c1", "done", 1600)
         assert not playout.busy
-        assert playout.cancel() is None
+        assert playout.cancel() == []
         await settle()
         assert truncs == []
     finally:
