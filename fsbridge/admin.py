@@ -24,7 +24,8 @@ from .esl.protocol import EslError
 from .metrics import CONTENT_TYPE_LATEST, CallMetrics, Metrics
 
 if TYPE_CHECKING:
-    from .call.call import Call, EslLink
+    from .call.call import Call
+    from .call.summary import EslLink
     from .config import Config
 
 __all__ = ["AdminApi", "Listeners", "ServiceView", "call_view"]
@@ -72,8 +73,8 @@ def call_view(call: Call, metrics: CallMetrics | None, trace: Path | None) -> di
         "barge_ins": call.summary.barge_ins,
         "first_audio_ms": _r(m.last_first_audio_ms) if m else None,
         "bridge_ms": _r(m.last_bridge_ms) if m else None,
-        "tokens": sum(m.tokens.values()) if m else call.summary.usage.get("total_tokens", 0),
-        "cost_usd": round(m.cost_usd, 6) if m and m.price is not None else None,
+        "tokens": m.tokens if m else None,
+        "cost_usd": round(cost, 6) if (cost := m.cost_usd if m else None) is not None else None,
         "trace": str(trace) if trace else None,
     }
 

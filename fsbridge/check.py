@@ -1,6 +1,6 @@
 """``fsbridge check``: is this config valid, and does every peer answer?
 
-One line per check, ``ok`` / ``FAIL`` / ``warn`` / ``skip``, then the exit code: 0 when nothing
+One line per check, ``ok`` / ``FAIL`` / ``warn``, then the exit code: 0 when nothing
 failed, 1 when a check failed, 2 when the config itself is invalid. It tries what a call needs, in
 the order a call needs it: the event socket login, a Realtime session with the configured key for
 every model the profiles use, the chunk directory, and every prompt file a profile names.
@@ -23,14 +23,14 @@ import aiohttp
 from .audio.wav import WavError, read_wav
 from .config import Config, ConfigError
 from .esl.protocol import EslAuthError, EslError
-from .ops import common_options
+from .ops import common_options, wrap
 from .peers import EXIT_CONFIG, EXIT_FAIL, EslPeer, esl_address, load_cli_config
 from .realtime import protocol as rtp
 from .realtime.client import RealtimeError, connect_realtime
 
 __all__ = ["Check", "add_command", "run_checks"]
 
-Verdict = Literal["ok", "FAIL", "warn", "skip"]
+Verdict = Literal["ok", "FAIL", "warn"]
 PROMPTS = ("greeting", "apology", "goodbye", "busy")
 
 
@@ -110,7 +110,8 @@ def _prompt(profile: str, key: str, path: str) -> Check:
     try:
         samples, rate = read_wav(path)
     except WavError as exc:
-        return Check("FAIL", name, str(exc).replace(f"{path}: ", ""))
+        msg = str(exc).replace(f"cannot read {path}: ", "cannot read: ")
+        return Check("FAIL", name, msg.removeprefix(f"{path}: "))
     if not len(samples):
         return Check("FAIL", name, "no audio in the file")
     verdict: Verdict = "ok" if rate in (8000, 16000, 48000) else "warn"
@@ -170,7 +171,12 @@ def add_command(sub: Any) -> None:
         parents=[common_options()],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="validate the config and try every peer",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=wrap(
+            "Validate the config and try each peer a call needs: the FreeSWITCH event socket "
+            "login, a Realtime session with the configured key for every model the profiles "
+            "use, a writable chunk_dir (and traces.dir when a profile traces), and every prompt "
+            "file a profile names. One line per check: ok, FAIL or warn."
+        ),
         epilog="examples:\n  fsbridge check --config /etc/fsbridge/fsbridge.yaml\n"
         "  FSBRIDGE_ESL_PASSWORD=... fsbridge check -c fsbridge.yaml --esl 10.0.0.5:8021\n"
         "exit codes: 0 all passed, 1 a check failed, 2 invalid config",

@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .check import add_command as add_check
     from .ops import add_commands as add_ops
+    from .ops import wrap
 
     add_check(sub)
     add_ops(sub)
@@ -113,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="replay a traced call on the simulators and diff the commands",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Plays a recorded call (a trace directory) back through the simulated "
-        "FreeSWITCH, with the caller audio and the model's recorded events at their recorded "
-        "times, against this build of the bridge; prints where the new run's ESL commands and "
-        "Realtime client events differ from the recording. Exit 0: no differences.",
+        description=wrap(
+            "Plays a recorded call (a trace directory) back through the simulated "
+            "FreeSWITCH, with the caller audio and the model's recorded events at their recorded "
+            "times, against this build of the bridge; prints where the new run's ESL commands and "
+            "Realtime client events differ from the recording. Exit 0: no differences."
+        ),
         epilog="examples:\n  fsbridge replay /var/lib/fsbridge/traces/3f2a9c1e-...\n"
         "  fsbridge replay TRACE --out out/replay --json",
     )

@@ -17,8 +17,8 @@ import logging
 from typing import Literal
 
 from .audio.wav import WavError, read_wav
-from .call.call import EslLink
 from .call.player import chunk_id_of
+from .call.summary import EslLink
 from .config import Profile
 from .esl.protocol import EslError, EslEvent, quote_arg
 

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from typing import IO
 
 __all__ = ["call_uuid", "setup_logging"]
 
@@ -44,13 +45,16 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        extra = getattr(record, "fields", None)
         uuid = getattr(record, "call_uuid", None)
+        if not uuid and isinstance(extra, dict) and isinstance(extra.get("uuid"), str):
+            uuid = extra["uuid"]  # a service-level line about one call
+            extra = {k: v for k, v in extra.items() if k != "uuid"}
         prefix = f"[{uuid[:8]}] " if uuid else ""
         line = (
             f"{self.formatTime(record, '%H:%M:%S')}.{int(record.msecs):03d} "
             f"{record.levelname[0]} {prefix}{record.getMessage()}"
         )
-        extra = getattr(record, "fields", None)
         if isinstance(extra, dict) and extra:
             line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
         if record.exc_info:
@@ -58,7 +62,8 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str = "info", fmt: str = "auto", stream=None) -> None:
+def setup_logging(level: str = "info", fmt: str = "auto", stream: IO[str] | None = None) -> None:
+    """JSON lines unless ``stream`` is a terminal (``fmt`` auto), every record of a call tagged."""
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"

@@ -33,23 +33,16 @@ from prometheus_client import (
 
 from . import __version__
 from .call.observer import CallObserver
+from .call.usage import UsageTotals, price_for
 from .config import Price
 
 if TYPE_CHECKING:
-    from .call.call import Call, CallSummary
+    from .call.call import Call
     from .call.downlink import ReplyStats, Truncation
+    from .call.summary import CallSummary
     from .esl.protocol import EslEvent
 
-__all__ = [
-    "CONTENT_TYPE_LATEST",
-    "TOKEN_KINDS",
-    "CallMetrics",
-    "Metrics",
-    "add_usage",
-    "find_price",
-    "usage_cost",
-    "usage_tokens",
-]
+__all__ = ["CONTENT_TYPE_LATEST", "TOKEN_KINDS", "CallMetrics", "Metrics", "token_kinds"]
 
 TOKEN_KINDS = (
     "input_text",
@@ -59,72 +52,34 @@ TOKEN_KINDS = (
     "output_text",
     "output_audio",
 )
-_PRICE_FIELD = {
-    "input_text": "text_in",
-    "input_cached_text": "text_cached",
-    "input_audio": "audio_in",
-    "input_cached_audio": "audio_cached",
-    "output_text": "text_out",
-    "output_audio": "audio_out",
-}
-_SNAPSHOT = re.compile(r"^(.+)-\d{4}-\d{2}-\d{2}$")
+# Outcomes an operator alerts on (others appear when they happen).
+OUTCOMES = (
+    "hangup",
+    "realtime_failed",
+    "realtime_closed",
+    "fork_failed",
+    "fork_closed",
+    "esl_error",
+    "error",
+    "service_stopped",
+    "over_capacity",
+    "draining",
+    "rejected",
+)
 _CODE_RE = re.compile(r"^[a-z0-9_.\-]{1,64}$")
 _B64_PER_MS = 64  # base64 characters per ms of 24 kHz int16 audio (48 bytes * 4/3)
 
 
-def _int(d: Mapping[str, Any] | None, key: str) -> int:
-    v = (d or {}).get(key)
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
-def usage_tokens(usage: Mapping[str, Any]) -> dict[str, int]:
-    """A GA ``response.done`` usage object as billable token counts by kind.
-
-    Cached input tokens are part of the input counts (OpenAI bills them at the cached price), so
-    they are taken out of the plain input kinds. Without details, everything counts as text.
-    """
-    inp = usage.get("input_token_details")
-    out = usage.get("output_token_details")
-    if not isinstance(inp, Mapping) and not isinstance(out, Mapping):
-        return {
-            **dict.fromkeys(TOKEN_KINDS, 0),
-            "input_text": _int(usage, "input_tokens"),
-            "output_text": _int(usage, "output_tokens"),
-        }
-    inp = inp if isinstance(inp, Mapping) else {}
-    out = out if isinstance(out, Mapping) else {}
-    cached = inp.get("cached_tokens_details")
-    cached = cached if isinstance(cached, Mapping) else {}
-    cached_text, cached_audio = _int(cached, "text_tokens"), _int(cached, "audio_tokens")
+def token_kinds(t: UsageTotals) -> dict[str, int]:
+    """Billable token counts by kind (cached input is part of the input counts: taken out)."""
     return {
-        "input_text": max(0, _int(inp, "text_tokens") - cached_text),
-        "input_cached_text": cached_text,
-        "input_audio": max(0, _int(inp, "audio_tokens") - cached_audio),
-        "input_cached_audio": cached_audio,
-        "output_text": _int(out, "text_tokens"),
-        "output_audio": _int(out, "audio_tokens"),
+        "input_text": max(0, t.text_in - t.cached_text),
+        "input_cached_text": t.cached_text,
+        "input_audio": max(0, t.audio_in - t.cached_audio),
+        "input_cached_audio": t.cached_audio,
+        "output_text": t.text_out,
+        "output_audio": t.audio_out,
     }
-
-
-def add_usage(totals: dict[str, int], usage: Mapping[str, Any]) -> dict[str, int]:
-    """Add one response's usage into ``totals`` (by kind); returns this response's counts."""
-    counts = usage_tokens(usage)
-    for kind, n in counts.items():
-        totals[kind] = totals.get(kind, 0) + n
-    return counts
-
-
-def find_price(model: str, prices: Mapping[str, Price]) -> Price | None:
-    """The price of ``model``: by its name, or a dated snapshot's (``<name>-2025-08-28``)."""
-    if model in prices:
-        return prices[model]
-    m = _SNAPSHOT.match(model)
-    return prices.get(m.group(1)) if m else None
-
-
-def usage_cost(tokens: Mapping[str, int], price: Price) -> float:
-    """Estimated USD for token counts by kind (prices are per 1M tokens)."""
-    return sum(tokens.get(k, 0) * getattr(price, f) for k, f in _PRICE_FIELD.items()) / 1e6
 
 
 class Metrics:
@@ -173,7 +128,7 @@ class Metrics:
         self.barge_ins = Counter("fsbridge_barge_ins", "Replies the caller talked over", registry=r)
         self.barge_in_reaction = Histogram(
             "fsbridge_barge_in_reaction_seconds",
-            "speech_started received -> uuid_break sent",
+            "speech_started received -> uuid_break acknowledged",
             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
             registry=r,
         )
@@ -204,6 +159,13 @@ class Metrics:
         self.esl_reconnects = Counter(
             "fsbridge_esl_reconnects", "Event socket connections lost and re-made", registry=r
         )
+        self.realtime_sessions = Counter(
+            "fsbridge_realtime_sessions",
+            "Realtime sessions opened for calls: first, renewal (before the 60 min limit), "
+            "reconnect (after a lost session)",
+            ["kind"],
+            registry=r,
+        )
         self.draining = Gauge("fsbridge_draining", "1 while shutting down", registry=r)
         self.tokens = Counter(
             "fsbridge_tokens", "Realtime tokens used, by kind", ["kind"], registry=r
@@ -216,6 +178,10 @@ class Metrics:
         )
         for kind in TOKEN_KINDS:
             self.tokens.labels(kind)
+        for kind in ("first", "renewal", "reconnect"):
+            self.realtime_sessions.labels(kind)
+        for outcome in OUTCOMES:  # present from the start, so rate() and alerts see zeros
+            self.calls.labels(outcome)
         self.bridge_latency.labels("uplink")
         self.bridge_latency.labels("downlink")
 
@@ -237,9 +203,8 @@ class CallMetrics(CallObserver):
     def __init__(self, metrics: Metrics, model: str) -> None:
         self.m = metrics
         self.model = model
-        self.price = find_price(model, metrics.prices)
-        self.tokens: dict[str, int] = dict.fromkeys(TOKEN_KINDS, 0)
-        self.cost_usd = 0.0
+        self.price = price_for(metrics.prices, model)
+        self.totals = UsageTotals()
         self.last_first_audio_ms: float | None = None
         self.last_bridge_ms: float | None = None
         self._speech_end_t: float | None = None
@@ -247,6 +212,7 @@ class CallMetrics(CallObserver):
         self._appends: deque[tuple[float, float]] = deque(maxlen=512)  # (end ms, time sent)
         self._counted: dict[str, tuple[int, int]] = {}  # response id -> (files, gaps) counted
         self._active = False
+        self._sessions = 0
 
     # -- lifetime
     def call_started(self, call: Call) -> None:
@@ -255,6 +221,8 @@ class CallMetrics(CallObserver):
 
     def call_ended(self, call: Call, summary: CallSummary) -> None:
         self._sweep(call)
+        self.m.realtime_sessions.labels("renewal").inc(_count(summary, "renewals"))
+        self.m.realtime_sessions.labels("reconnect").inc(_count(summary, "reconnects"))
         if self._active:
             self._active = False
             self.m.calls_active.dec()
@@ -274,6 +242,9 @@ class CallMetrics(CallObserver):
             return
         if kind == "response.created":
             self.m.turns.inc()
+        elif kind == "session.created" and not self._sessions:
+            self._sessions = 1
+            self.m.realtime_sessions.labels("first").inc()
         elif kind == "input_audio_buffer.speech_stopped":
             self._speech_end_t = self._when_sent(event.get("audio_end_ms"))
 
@@ -290,15 +261,23 @@ class CallMetrics(CallObserver):
     def realtime_error(self, call: Call, code: str | None) -> None:
         self.m.realtime_error(code)
 
+    @property
+    def tokens(self) -> int:
+        return self.totals.input_tokens + self.totals.output_tokens
+
+    @property
+    def cost_usd(self) -> float | None:
+        return self.totals.cost_usd(self.price) if self.price is not None else None
+
     def usage(self, call: Call, usage: dict[str, Any]) -> None:
-        counts = add_usage(self.tokens, usage)
-        for kind, n in counts.items():
+        one = UsageTotals()
+        one.add(usage)
+        self.totals.add(usage)
+        for kind, n in token_kinds(one).items():
             if n:
                 self.m.tokens.labels(kind).inc(n)
         if self.price is not None:
-            cost = usage_cost(counts, self.price)
-            self.cost_usd += cost
-            self.m.cost.labels(self.model).inc(cost)
+            self.m.cost.labels(self.model).inc(one.cost_usd(self.price))
 
     # -- playback
     def reply_heard(self, call: Call, reply: ReplyStats) -> None:
@@ -341,3 +320,9 @@ class CallMetrics(CallObserver):
 
     def uplink_latency(self, call: Call, held_ms: float) -> None:
         self.m.bridge_latency.labels("uplink").observe(max(0.0, held_ms) / 1000)
+
+
+def _count(summary: Any, name: str) -> int:
+    """A counter of the summary (fields other helpers add; absent means none)."""
+    value = getattr(summary, name, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from .peers import (
     load_cli_config,
 )
 
-__all__ = ["add_commands", "common_options"]
+__all__ = ["add_commands", "common_options", "wrap"]
 
 
 async def _calls(args: argparse.Namespace, cfg: Config) -> int:
@@ -118,6 +119,11 @@ async def _trace(args: argparse.Namespace, cfg: Config) -> int:
 
 
 # -- wiring ----------------------------------------------------------------------------------------
+def wrap(text: str) -> str:
+    """A help description as a paragraph (the raw formatter keeps the examples' lines)."""
+    return textwrap.fill(" ".join(text.split()), 88)
+
+
 def common_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("connection")
@@ -172,9 +178,11 @@ def add_commands(sub: Any) -> None:
         parents=[common],
         formatter_class=raw,
         help="list the live calls (FreeSWITCH + the bridge's view)",
-        description="List the calls FreeSWITCH has with fsbridge_profile set, joined with what the "
-        "bridge knows of each (state, turns, latency, tokens). Works when only one of the two "
-        "answers, and says which one is missing.",
+        description=wrap(
+            "List the calls FreeSWITCH has with fsbridge_profile set, joined with what the "
+            "bridge knows of each (state, turns, latency, tokens). Works when only one of the two "
+            "answers, and says which one is missing."
+        ),
         epilog="examples:\n  fsbridge calls\n  fsbridge calls --json | jq '.calls[].uuid'\n"
         "  fsbridge calls --watch --interval 1\n  fsbridge calls --esl 10.0.0.5:8021",
     )
@@ -188,7 +196,7 @@ def add_commands(sub: Any) -> None:
         parents=[common],
         formatter_class=raw,
         help="hang up a call (over ESL)",
-        description="Hang up a channel with uuid_kill over the event socket.",
+        description=wrap("Hang up a channel with uuid_kill over the event socket."),
         epilog="examples:\n  fsbridge hangup 3f2a9c1e-...\n  fsbridge hangup UUID --cause CALL_REJECTED",
     )
     p.add_argument("uuid")
@@ -200,14 +208,21 @@ def add_commands(sub: Any) -> None:
         parents=[common],
         formatter_class=raw,
         help="give a live call's model a message (admin API)",
-        description="Inject text into a live call's conversation through the bridge's admin API; "
-        "by default the model responds to it at once.",
+        description=wrap(
+            "Inject text into a live call's conversation through the bridge's admin API; "
+            "by default the model responds to it at once."
+        ),
         epilog='examples:\n  fsbridge say UUID "Tell the caller an agent will call back today."\n'
         '  fsbridge say UUID "The caller is a VIP." --role system --no-respond',
     )
     p.add_argument("uuid")
     p.add_argument("text")
-    p.add_argument("--role", choices=["user", "system"], default="user", help="as the caller (user, default) or as an instruction (system)")
+    p.add_argument(
+        "--role",
+        choices=["user", "system"],
+        default="user",
+        help="as the caller (user, default) or as an instruction (system)",
+    )
     p.add_argument("--no-respond", action="store_true", help="add the text, do not ask for a reply")
     p.set_defaults(func=_run(_say))
 
@@ -216,8 +231,10 @@ def add_commands(sub: Any) -> None:
         parents=[common],
         formatter_class=raw,
         help="start tracing a live call (admin API)",
-        description="Turn on the call trace (ESL, Realtime events and audio, to traces.dir) for a "
-        "live call from now on. Replay it later with 'fsbridge replay'.",
+        description=wrap(
+            "Turn on the call trace (ESL, Realtime events and audio, to traces.dir) for a "
+            "live call from now on. Replay it later with 'fsbridge replay'."
+        ),
         epilog="example:\n  fsbridge trace UUID && fsbridge replay /var/lib/fsbridge/traces/UUID",
     )
     p.add_argument("uuid")

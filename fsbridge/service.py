@@ -24,8 +24,9 @@ from typing import Any
 import aiohttp
 
 from .admin import AdminApi
-from .call.call import Call, CallSummary, EslLink
+from .call.call import Call
 from .call.observer import Observers
+from .call.summary import CallSummary, EslLink
 from .config import Config, ConfigError, Profile
 from .esl.controller import EslController
 from .esl.protocol import EslAuthError, EslConnectError, EslDisconnected, EslError, EslEvent

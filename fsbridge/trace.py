@@ -34,8 +34,9 @@ from .audio.wav import wav_header
 from .call.observer import CallObserver
 
 if TYPE_CHECKING:
-    from .call.call import Call, CallSummary
+    from .call.call import Call
     from .call.downlink import ReplyStats, Truncation
+    from .call.summary import CallSummary
     from .config import Config
     from .esl.protocol import EslEvent
 

@@ -7,7 +7,13 @@ barge-in how much of the interrupted item was heard.
 
 Inputs are plain synchronous calls (made by the Realtime dispatcher and the ESL router, both on the
 event loop); the ``run`` coroutine does every awaitable thing (writing and queueing files, the
-re-break, the truncate), so there is exactly one writer to FreeSWITCH for this call's playback.
+re-break, the truncate), so there is exactly one writer of chunks to FreeSWITCH for this call.
+
+Barge-in: ``Call.barge_in`` calls ``cancel`` (synchronous: drops the unplayed chunks, deletes
+their files, marks the reply's later deltas unwanted) and then sends ``uuid_break <uuid> all``.
+``run`` sends one ``conversation.item.truncate`` per interrupted item once FreeSWITCH has settled:
+the chunk that was playing has reported its PLAYBACK_STOP (with ``playback_last_offset_pos``) and
+any PLAYBACK_START already on its way has arrived. docs/conversation.md tells the whole story.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -124,6 +131,9 @@ class Playout:
             self._item_id, self._response_id = item_id, response_id
             self._chunker = Chunker(self.rate, self.policy)
             self.ledger.prune(item_id)
+            live = self.ledger.items() | {item_id}
+            self._received = {k: v for k, v in self._received.items() if k in live}
+            self._complete &= live
         pcm = self._carry.feed(pcm24)
         if pcm and self._chunker is not None:
             self._chunker.push(self._resampler.process(pcm))
@@ -161,7 +171,8 @@ class Playout:
             elif self._last_stop_t is not None and chunk.start_t is not None:
                 stats.gaps_ms.append((chunk.start_t - self._last_stop_t) * 1000)
         if chunk.cancelled or (chunk.response_id in self._cancelled):
-            # The break arrived during this file's lead-in and was lost: break again.
+            # FreeSWITCH had opened this file before we deleted it, and our break was lost (it
+            # came during the file's lead-in, or between two files): break again, at once.
             chunk.cancelled = True
             self._rebreak = True
         self._wake.set()
@@ -171,10 +182,15 @@ class Playout:
         if chunk is None:
             return
         self._last_stop_t = chunk.stop_t
-        if chunk.cancelled and status != "break" and self._truncate_items:
-            # It ended by itself just before our break landed: the next file may already have
-            # been opened, and its PLAYBACK_START be on the way (a lost break, re-broken then).
-            self._quiet_until = max(self._quiet_until, self._clock() + self._quiet_s)
+        if chunk.cancelled and self._truncate_items:
+            if status == "break":
+                # A break took effect while this file played, so the queue behind it was
+                # flushed in the same command: no other file of the reply can start now.
+                self._quiet_until = 0.0
+            else:
+                # It ended by itself just before our break landed: the next file may already
+                # have been opened, its PLAYBACK_START on the way (a lost break: re-broken).
+                self._quiet_until = max(self._quiet_until, self._clock() + self._quiet_s)
         if chunk.item_id is not None:  # reply chunks are ours to delete; prompts are not
             with contextlib.suppress(OSError):
                 os.unlink(chunk.path)
@@ -280,7 +296,9 @@ class Playout:
                     timeout = 0.0
                 else:
                     now = self._clock()
-                    wake_at = self._quiet_until if now < self._quiet_until else self._settle_deadline
+                    wake_at = (
+                        self._quiet_until if now < self._quiet_until else self._settle_deadline
+                    )
                     timeout = max(0.001, wake_at - now)
             if timeout != 0.0:
                 with contextlib.suppress(TimeoutError):
@@ -308,7 +326,7 @@ class Playout:
         for item_id in items:
             heard = self.ledger.heard_ms(item_id, now)
             received = self._received.get(item_id, 0) / 48  # 24 kHz int16: 48 bytes per ms
-            end_ms = int(max(0.0, min(heard, received)))
+            end_ms = math.floor(max(0.0, min(heard, received)) + 1e-6)
             await self._on_truncate(Truncation(item_id, end_ms, heard, received))
 
     async def _queue_ready_chunks(self) -> None:

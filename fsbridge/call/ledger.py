@@ -80,6 +80,10 @@ class PlayedLedger:
             chunk.played_ms = chunk.duration_ms
         return chunk
 
+    def items(self) -> set[str]:
+        """The items that still have chunks in the ledger."""
+        return {c.item_id for c in self._chunks.values() if c.item_id is not None}
+
     def pending_count(self) -> int:
         return sum(1 for c in self._chunks.values() if c.pending)
 

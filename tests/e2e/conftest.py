@@ -125,6 +125,7 @@ def base_config(tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim | None, **ove
         "realtime": {"url": rt.url if rt else "ws://127.0.0.1:1/v1/realtime", "model": "gpt-realtime",
                      "api_key": "sk-test-key-123"},
         "logging": {"level": "info", "format": "json"},
+        "service": {"drain_timeout_s": 3},
         "profiles": {
             "english": {
                 "instructions": "You are a test assistant.",

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from fsbridge.audio.wav import write_wav
@@ -54,6 +55,7 @@ def ops_config(tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim | None, **prof
     cfg = base_config(tmp_path, fs, rt)
     cfg["admin"] = {"host": "127.0.0.1", "port": free_port(), "token": TOKEN}
     cfg["traces"] = {"dir": str(tmp_path / "traces")}
+    cfg["service"] = {"drain_timeout_s": 0.5}  # stop_bridge() must not wait 90 s for live calls
     cfg["profiles"]["english"].update({"greeting": None, **profile})
     return cfg
 
@@ -116,7 +118,11 @@ async def post(url: str, token: str | None = None, body: dict | None = None) -> 
         aiohttp.ClientSession() as http,
         http.post(url, json=body or {}, headers=headers) as r,
     ):
-        return r.status, await r.json(content_type=None)
+        text = await r.text()
+    try:
+        return r.status, json.loads(text)
+    except ValueError:
+        return r.status, {"text": text}
 
 
 def heard(ch: Any, name: str) -> int:
@@ -145,7 +151,11 @@ async def test_calls_cli_metrics_and_admin_actions(
             profile="english", caller_audio=caller, caller_rate=rate, caller_delay_s=0.3,
             caller_id_number="5551234",
         )  # fmt: skip
-        v = await view(base, uuid, lambda v: v["turns"] >= 1 and v["first_audio_ms"] is not None)
+        v = await view(
+            base,
+            uuid,
+            lambda v: v["turns"] >= 1 and v["first_audio_ms"] is not None and v["tokens"],
+        )
         assert v["caller"] == "5551234" and v["profile"] == "english"
         during = await scrape(base)
         print(
@@ -219,9 +229,12 @@ async def test_calls_cli_metrics_and_admin_actions(
         assert (await post(f"{bridge.base}/calls/{uuid}/trace", TOKEN))[0] in (404, 405)
         status, body = await post(trace_url, TOKEN)
         assert status == 200 and Path(body["trace"]).is_dir()
-        code, out, err = await run_cli("say", uuid, "What time is it?", "--config", conf)
-        assert code == 1 and "token" in err  # no FSBRIDGE_ADMIN_TOKEN in the CLI's environment
-        code, out, err = await run_cli("say", uuid, "What time is it?", "--config", conf,
+        # The operator's copy of the config has no token: it comes from the environment.
+        tokenless = tmp_path / "operator.yaml"
+        tokenless.write_text(yaml.safe_dump({**cfg, "admin": {**cfg["admin"], "token": None}}))
+        code, out, err = await run_cli("say", uuid, "What time is it?", "-c", str(tokenless))
+        assert code == 1 and "token" in err and TOKEN not in err
+        code, out, err = await run_cli("say", uuid, "What time is it?", "-c", str(tokenless),
                                        env={"FSBRIDGE_ADMIN_TOKEN": TOKEN})  # fmt: skip
         assert code == 0, err
         session = rt.sessions[0]
@@ -262,7 +275,7 @@ async def test_sigterm_drains_then_ends_the_rest_politely(
     goodbye = tone(tmp_path / "goodbye.wav", 1.0, 440)
     busy = tone(tmp_path / "busy.wav", 0.8, 620)
     cfg = ops_config(tmp_path, fs, rt, goodbye=str(goodbye), busy=str(busy))
-    cfg["service"] = {"drain_timeout_s": 1.5}
+    cfg["service"]["drain_timeout_s"] = 1.5
     bridge = start_bridge(tmp_path, cfg)
     try:
         await wait_ready(bridge)
@@ -295,7 +308,7 @@ async def test_sigterm_lets_calls_finish_on_their_own(
 ) -> None:
     goodbye = tone(tmp_path / "goodbye.wav", 1.0, 440)
     cfg = ops_config(tmp_path, fs, rt, goodbye=str(goodbye))
-    cfg["service"] = {"drain_timeout_s": 60}
+    cfg["service"]["drain_timeout_s"] = 60
     bridge = start_bridge(tmp_path, cfg)
     try:
         await wait_ready(bridge)
@@ -325,7 +338,7 @@ async def test_calls_over_max_calls_get_the_fallback(
         "busy": None,
         "fallback_transfer": "operator",
     }
-    cfg["service"] = {"max_calls": 1}
+    cfg["service"]["max_calls"] = 1
     bridge = start_bridge(tmp_path, cfg)
     base = admin(bridge, cfg)
     try:
@@ -413,3 +426,53 @@ async def test_trace_is_redacted_and_replays_without_differences(tmp_path: Path)
     print(out, err)
     assert code == 0, out + err
     assert "no differences" in out
+
+
+# -- check and hangup (no bridge running) -----------------------------------------------------------------
+async def test_check_reports_each_peer_and_hangup_over_esl(
+    tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim
+) -> None:
+    cfg = ops_config(tmp_path, fs, rt, greeting=str(tone(tmp_path / "hello.wav", 0.5, 300)))
+    path = tmp_path / "fsbridge.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, out, _ = await run_cli("check", "-c", str(path))
+    print(out)
+    assert code == 0, out
+    lines = out.splitlines()
+    for what in ("config", "FreeSWITCH ESL", "Realtime", "chunk_dir", "profile english greeting"):
+        assert any(x.startswith("ok") and what in x for x in lines), what
+    assert lines[-1] == "all checks passed"
+
+    bad = {**cfg, "freeswitch": {**cfg["freeswitch"], "password": "wrong-one"},
+           "profiles": {"english": {**cfg["profiles"]["english"], "apology": str(tmp_path / "none.wav")}}}  # fmt: skip
+    async with RealtimeSim(api_key="sk-the-right-key") as keyed:
+        bad["realtime"] = {**cfg["realtime"], "url": keyed.url}
+        path.write_text(yaml.safe_dump(bad))
+        code, out, _ = await run_cli(
+            "check", "-c", str(path), env={"OPENAI_API_KEY": "sk-wrong-key"}
+        )
+    print(out)
+    assert code == 1
+    assert any(x.startswith("FAIL") and "Realtime" in x and "401" in x for x in out.splitlines())
+    assert any(x.startswith("FAIL") and "password rejected" in x for x in out.splitlines())
+    assert any(x.startswith("FAIL") and "none.wav" in x for x in out.splitlines())
+    assert "wrong-one" not in out and "sk-wrong-key" not in out
+    path.write_text("listen: {port: 'eighty'}\n")
+    code, out, _ = await run_cli("check", "-c", str(path))
+    assert code == 2 and out.startswith("FAIL") and "listen.port" in out
+
+    # Without a bridge, fsbridge calls still lists FreeSWITCH's side; hangup goes over ESL.
+    path.write_text(yaml.safe_dump(cfg))
+    uuid = await fs.originate(profile="english")
+    other = await fs.originate(profile=None)  # not one of ours
+    code, out, _ = await run_cli("calls", "-c", str(path), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["sources"]["esl"]["ok"] and not report["sources"]["admin"]["ok"]
+    assert [c["uuid"] for c in report["calls"]] == [uuid]
+    code, out, err = await run_cli("hangup", uuid, "-c", str(path))
+    assert code == 0, err
+    await asyncio.wait_for(fs.channel(uuid).hung_up.wait(), 5)
+    assert fs.channel(uuid).truth.hangup_cause == "NORMAL_CLEARING"
+    assert fs.channel(other).truth.hangup_t is None
+    code, _, err = await run_cli("hangup", uuid, "-c", str(path))
+    assert code == 1 and "No such channel" in err

@@ -9,6 +9,7 @@ module also holds the truth-reading helpers the barge-in tests use.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import pytest
 
 from fsbridge.sim.clock import SimClock
 from fsbridge.sim.freeswitch import FreeSwitchSim, HeardFrame, PlaybackRecord
-from fsbridge.sim.realtime import RealtimeSim, ResponseRecord, Reply
+from fsbridge.sim.realtime import RealtimeSim, Reply, ResponseRecord
 from tests.e2e.conftest import asset, base_config, start_bridge, stop_bridge, wait_ready, wait_until
 
 pytestmark = pytest.mark.slow
@@ -58,7 +59,9 @@ def is_reply_chunk(p: PlaybackRecord, chunk_dir: Path) -> bool:
     return p.path.startswith(str(chunk_dir))  # (params are known only once it plays)
 
 
-def reply_truths(fs: FreeSwitchSim, uuid: str, rt: RealtimeSim, chunk_dir: Path) -> list[ReplyTruth]:
+def reply_truths(
+    fs: FreeSwitchSim, uuid: str, rt: RealtimeSim, chunk_dir: Path
+) -> list[ReplyTruth]:
     """Split the call's reply chunks by response (a chunk belongs to the response whose first
     delta came last before it was queued)."""
     truth = fs.channel(uuid).truth
@@ -108,7 +111,7 @@ def playback_figures(reply: ReplyTruth, method: str) -> PlaybackFigures:
     total_gap = max_gap = 0.0
     boundaries = 0
     heard = 0
-    for prev, cur in zip(frames, frames[1:], strict=False):
+    for prev, cur in itertools.pairwise(frames):
         heard += len(prev.samples)
         gap = (cur.t - prev.t - FRAME_S) * 1000
         boundary = cur.source != prev.source
@@ -196,7 +199,9 @@ async def run_turns(
         bridge = start_bridge(tmp_path, bridge_config(tmp_path, fs, rt, method))
         try:
             await wait_ready(bridge)
-            uuid = await fs.originate(profile="english", caller_audio=utterance(), caller_delay_s=0.2)
+            uuid = await fs.originate(
+                profile="english", caller_audio=utterance(), caller_delay_s=0.2
+            )
             s = Session(fs, rt, uuid, bridge.chunk_dir / uuid, method)
             for i in range(len(replies)):
                 if i:

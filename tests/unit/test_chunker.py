@@ -22,6 +22,16 @@ def test_first_chunk_waits_for_first_ms() -> None:
     assert chunk is not None and len(chunk) == 11 * FRAME  # 220 ms, whole frames
 
 
+def test_first_chunk_counts_audio_received_not_what_the_resampler_let_out() -> None:
+    c = Chunker(RATE, ChunkPolicy(first_ms=200))
+    c.push(ms(194))  # 200 ms arrived; the resampler holds 6 ms back
+    assert c.take(pending_files=0) is None  # by its own buffer alone: not yet
+    chunk = c.take(pending_files=0, received_ms=200)
+    assert chunk is not None and len(chunk) == 9 * FRAME  # the whole frames of it
+    c.push(ms(100))
+    assert c.take(pending_files=1, received_ms=300) is None  # later files: min_ms of buffer
+
+
 def test_keeps_one_file_queued_ahead_then_coalesces() -> None:
     c = Chunker(RATE, ChunkPolicy(first_ms=200, min_ms=200, queue_ahead=1))
     c.push(ms(200))
@@ -60,6 +70,18 @@ def test_max_chunk_caps_file_length() -> None:
     assert len(c.take(0) or b"") == 50 * FRAME
 
 
+def test_remainder_at_the_end_is_cut_at_max_chunk_too() -> None:
+    c = Chunker(RATE, ChunkPolicy(first_ms=200, max_ms=1000))
+    c.push(ms(200))
+    assert c.take(0)
+    c.push(ms(2510))
+    c.finish()
+    sizes = []
+    while (chunk := c.take(2)) is not None:
+        sizes.append(len(chunk) // FRAME)
+    assert sizes == [50, 50, 26]  # 1000 + 1000 + 510 ms padded to 520
+
+
 def test_clear_drops_audio_and_ignores_later_pushes() -> None:
     c = Chunker(RATE, ChunkPolicy())
     c.push(ms(500))
@@ -68,8 +90,10 @@ def test_clear_drops_audio_and_ignores_later_pushes() -> None:
     assert c.take(0) is None and not c.has_audio
 
 
-@given(st.lists(st.integers(min_value=1, max_value=4000), min_size=1, max_size=40),
-       st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=40))
+@given(
+    st.lists(st.integers(min_value=1, max_value=4000), min_size=1, max_size=40),
+    st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=40),
+)
 def test_no_audio_lost_and_every_chunk_whole_frames(pieces: list[int], pendings: list[int]) -> None:
     c = Chunker(RATE, ChunkPolicy(first_ms=200, min_ms=200, max_ms=2000))
     total_in, out = 0, bytearray()
@@ -77,7 +101,8 @@ def test_no_audio_lost_and_every_chunk_whole_frames(pieces: list[int], pendings:
         data = bytes([i % 251 + 1, 0]) * n
         total_in += len(data)
         c.push(data)
-        chunk = c.take(pendings[i % len(pendings)])
+        received_ms = total_in / 2 / RATE * 1000 + (i % 3) * 3  # as if some were held back
+        chunk = c.take(pendings[i % len(pendings)], received_ms)
         if chunk is not None:
             assert len(chunk) % FRAME == 0
             out += chunk

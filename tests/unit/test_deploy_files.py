@@ -442,7 +442,11 @@ def test_deployment_shares_greetings_at_the_configured_path() -> None:
 
 def test_deployment_config_and_secret_wiring() -> None:
     cm, secret = _kind("ConfigMap"), _kind("Secret")
-    assert set(secret["stringData"]) == {"OPENAI_API_KEY", "FSBRIDGE_ESL_PASSWORD"}
+    assert set(secret["stringData"]) == {
+        "OPENAI_API_KEY",
+        "FSBRIDGE_ESL_PASSWORD",
+        "FSBRIDGE_ADMIN_TOKEN",
+    }
     pod = _kind("Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     fsb, fs = _containers()["fsbridge"], _containers()["freeswitch"]
@@ -512,3 +516,45 @@ def test_systemd_unit_hardening_keeps_chunks_writable() -> None:
     # A private /tmp is only safe because the chunks are not there: FreeSWITCH could not see them.
     assert svc.get("PrivateTmp") == "yes" and not chunk_dir.startswith("/tmp")
     assert svc["UMask"] == "0027"
+
+
+# ---------------------------------------------------------------------------------------------
+# operations: the drain, the admin API, call traces (fsbridge/service.py, admin.py, trace.py)
+
+
+def _deployed_configs() -> dict[str, Config]:
+    return {
+        "compose": load_config(_mounted_config(_compose()["services"]["fsbridge"]), env={}),
+        "k8s": parse_config(_configmap_config(), env={}),
+    }
+
+
+def test_deployed_configs_drain_and_admin_agree_with_the_files() -> None:
+    assert Config().service.drain_timeout_s == DRAIN_S
+    for name, cfg in _deployed_configs().items():
+        assert cfg.service.drain_timeout_s <= DRAIN_S, name
+        assert cfg.listen.port == HTTP_PORT, name  # where the probes and Prometheus look
+        # Actions on calls never on the published port: a separate listener on loopback.
+        assert cfg.admin.port not in (0, HTTP_PORT) and cfg.admin.host == "127.0.0.1", name
+        assert cfg.admin.token is None, f"{name}: the token belongs in the environment"
+
+
+def test_admin_token_is_a_secret_of_the_bridge_only() -> None:
+    assert re.search(r"(?m)^FSBRIDGE_ADMIN_TOKEN=$", (DEPLOY / ".env.example").read_text())
+    assert "FSBRIDGE_ADMIN_TOKEN" in _kind("Secret")["stringData"]
+    assert "FSBRIDGE_ADMIN_TOKEN" not in json.dumps(_compose()["services"]["freeswitch"])
+    assert "FSBRIDGE_ADMIN_TOKEN" not in json.dumps(_containers()["freeswitch"])
+
+
+def test_traces_dir_is_writable_wherever_fsbridge_runs() -> None:
+    traces = Config().traces.dir
+    for name, cfg in _deployed_configs().items():
+        assert cfg.traces.dir == traces, name
+    hits = [ro for _src, dst, ro in _mounts(_compose()["services"]["fsbridge"]) if dst == traces]
+    assert hits == [False], "compose: a writable volume at traces.dir (the root fs is read-only)"
+    mount = _mount_at(_containers()["fsbridge"], traces)
+    volumes = {v["name"]: v for v in _kind("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert not mount.get("readOnly") and "emptyDir" in volumes[mount["name"]]
+    assert traces in _unit()["Service"]["ReadWritePaths"].split()
+    final = _stages()[-1]
+    assert [traces] in [json.loads(a) for i, a in final if i == "VOLUME"]

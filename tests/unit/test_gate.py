@@ -45,7 +45,9 @@ def run(gate: SpeechGate, audio: np.ndarray, t0: float = 0.0, frame: int = FRAME
 
 def test_speech_start_after_min_speech_and_end_after_silence() -> None:
     gate = make_gate()
-    audio = np.concatenate([np.zeros(RATE // 2, np.int16), tone(0.5, -20), np.zeros(RATE, np.int16)])
+    audio = np.concatenate(
+        [np.zeros(RATE // 2, np.int16), tone(0.5, -20), np.zeros(RATE, np.int16)]
+    )
     events = run(gate, audio)
     assert [e.kind for e in events] == ["speech_start", "speech_end"]
     start, end = events

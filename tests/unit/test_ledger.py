@@ -59,3 +59,30 @@ def test_unknown_chunk_ids_are_ignored() -> None:
     led = PlayedLedger(8000)
     assert led.on_start("nope", 0.0) is None
     assert led.on_stop("nope", 0.0, "done", 0) is None
+
+
+def test_prune_keeps_the_played_chunks_of_an_item_still_pending() -> None:
+    led = PlayedLedger(8000)
+    led.add(chunk("c1", 0, 400))
+    led.add(chunk("c2", 400, 400))
+    led.on_start("c1", 0.0)
+    led.on_stop("c1", 0.4, "done", 3200)
+    led.add(chunk("c3", 0, 200, item="item_2"))
+    led.prune("item_2")  # item_1 still has c2 queued: its played c1 says how far we got
+    assert led.get("c1") is not None
+    assert led.heard_ms("item_1") == 400
+    assert led.items() == {"item_1", "item_2"}
+
+
+def test_a_dropped_chunk_that_starts_anyway_counts() -> None:
+    """The lost-break case: FreeSWITCH plays a chunk the ledger had dropped."""
+    led = PlayedLedger(8000)
+    led.add(chunk("c1", 0, 400))
+    led.add(chunk("c2", 400, 400))
+    led.on_start("c1", 0.0)
+    led.on_stop("c1", 0.4, "done", 3200)
+    assert [c.id for c in led.drop_queued()] == ["c2"]
+    led.on_start("c2", 0.45)
+    assert led.pending_count() == 1
+    led.on_stop("c2", 0.47, "break", 160)
+    assert led.heard_ms("item_1") == 420

@@ -12,16 +12,10 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from fsbridge.call.downlink import ReplyStats, Truncation
-from fsbridge.config import Price, default_prices
+from fsbridge.call.usage import UsageTotals
+from fsbridge.config import default_prices
 from fsbridge.esl.protocol import event_from_headers
-from fsbridge.metrics import (
-    TOKEN_KINDS,
-    Metrics,
-    add_usage,
-    find_price,
-    usage_cost,
-    usage_tokens,
-)
+from fsbridge.metrics import TOKEN_KINDS, Metrics, token_kinds
 
 GA_USAGE = {
     "total_tokens": 300,
@@ -60,8 +54,15 @@ def summary(outcome: str = "hangup", duration_s: float = 12.0, turns: int = 2) -
 
 
 # -- tokens and cost --------------------------------------------------------------------------------
-def test_usage_tokens_takes_cached_out_of_plain_input() -> None:
-    assert usage_tokens(GA_USAGE) == {
+def totals(*usages: Any) -> UsageTotals:
+    t = UsageTotals()
+    for u in usages:
+        t.add(u)
+    return t
+
+
+def test_token_kinds_take_cached_out_of_plain_input() -> None:
+    assert token_kinds(totals(GA_USAGE)) == {
         "input_text": 56,
         "input_cached_text": 64,
         "input_audio": 48,
@@ -69,53 +70,18 @@ def test_usage_tokens_takes_cached_out_of_plain_input() -> None:
         "output_text": 10,
         "output_audio": 90,
     }
-    assert sum(usage_tokens(GA_USAGE).values()) == GA_USAGE["total_tokens"]
-
-
-def test_usage_without_details_counts_as_text_and_junk_is_zero() -> None:
-    t = usage_tokens({"input_tokens": 7, "output_tokens": 3})
-    assert t["input_text"] == 7 and t["output_text"] == 3 and t["input_audio"] == 0
-    junk = usage_tokens({"input_token_details": {"text_tokens": True, "audio_tokens": -5}})
-    assert set(junk.values()) == {0}
-
-
-def test_add_usage_accumulates() -> None:
-    totals: dict[str, int] = {}
-    add_usage(totals, GA_USAGE)
-    add_usage(totals, GA_USAGE)
-    assert totals["output_audio"] == 180 and totals["input_cached_text"] == 128
-
-
-def test_cost_uses_each_kinds_price() -> None:
-    price = Price(text_in=1, text_cached=2, text_out=3, audio_in=4, audio_cached=5, audio_out=6)
-    tokens = dict.fromkeys(TOKEN_KINDS, 1_000_000)
-    assert usage_cost(tokens, price) == pytest.approx(21.0)
-    # 56*4 + 64*0.4 + 48*32 + 32*0.4 + 10*16 + 90*64 per 1M, gpt-realtime prices
-    expected = (56 * 4 + 64 * 0.4 + 48 * 32 + 32 * 0.4 + 10 * 16 + 90 * 64) / 1e6
-    assert usage_cost(usage_tokens(GA_USAGE), default_prices()["gpt-realtime"]) == pytest.approx(
-        expected
-    )
-
-
-def test_find_price_exact_then_longest_prefix() -> None:
-    prices = default_prices()
-    assert find_price("gpt-realtime-mini", prices) is prices["gpt-realtime-mini"]
-    assert find_price("gpt-realtime-mini-2025-10-06", prices) is prices["gpt-realtime-mini"]
-    assert find_price("gpt-realtime-2025-08-28", prices) is prices["gpt-realtime"]
-    assert find_price("gpt-realtime-2", prices) is prices["gpt-realtime-2"]
-    assert find_price("some-other-model", prices) is None
-    assert find_price("gpt-realtime-x", prices) is None
+    assert sum(token_kinds(totals(GA_USAGE)).values()) == GA_USAGE["total_tokens"]
 
 
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                     lambda c: st.dictionaries(st.sampled_from(
                         ["input_tokens", "output_tokens", "input_token_details",
                          "output_token_details", "cached_tokens_details", "text_tokens",
-                         "audio_tokens"]), c, max_size=5), max_leaves=20))  # fmt: skip
-def test_usage_tokens_never_raises_or_goes_negative(usage: Any) -> None:
-    if not isinstance(usage, dict):
-        usage = {"input_token_details": usage}
-    counts = usage_tokens(usage)
+                         "audio_tokens", "cached_tokens"]), c, max_size=5), max_leaves=20))  # fmt: skip
+def test_token_kinds_never_raise_or_go_negative(usage: Any) -> None:
+    counts = token_kinds(
+        totals(usage if isinstance(usage, dict) else {"input_token_details": usage})
+    )
     assert set(counts) == set(TOKEN_KINDS) and all(v >= 0 for v in counts.values())
 
 
@@ -133,7 +99,14 @@ def test_call_lifetime_counts_active_outcome_duration_turns() -> None:
     assert sample(m, "fsbridge_calls_active") == 1
     obs.realtime_event(call, "in", {"type": "response.created", "response": {}})
     assert sample(m, "fsbridge_turns_total") == 1
-    obs.call_ended(call, summary("hangup", 12.0, 2))
+    obs.realtime_event(call, "in", {"type": "session.created", "session": {}})
+    obs.realtime_event(call, "in", {"type": "session.created", "session": {}})  # a renewal
+    ended = summary("hangup", 12.0, 2)
+    ended.renewals, ended.reconnects = 1, 2
+    obs.call_ended(call, ended)
+    assert sample(m, "fsbridge_realtime_sessions_total", kind="first") == 1
+    assert sample(m, "fsbridge_realtime_sessions_total", kind="renewal") == 1
+    assert sample(m, "fsbridge_realtime_sessions_total", kind="reconnect") == 2
     assert sample(m, "fsbridge_calls_active") == 0
     assert sample(m, "fsbridge_calls_total", outcome="hangup") == 1
     assert sample(m, "fsbridge_call_duration_seconds_sum") == 12.0
@@ -204,8 +177,10 @@ def test_barge_in_truncation_errors_usage_uplink() -> None:
     assert sample(m, "fsbridge_realtime_errors_total", code="other") == 2
     assert sample(m, "fsbridge_tokens_total", kind="output_audio") == 90
     cost = sample(m, "fsbridge_cost_usd_total", model="gpt-realtime-2025-08-28")
-    assert cost == pytest.approx(obs.cost_usd) and cost > 0
-    assert sum(obs.tokens.values()) == 300
+    # The per-call figure and the counter agree, at gpt-realtime's prices (a dated snapshot).
+    expected = (56 * 4 + 64 * 0.4 + 48 * 32 + 32 * 0.4 + 10 * 16 + 90 * 64) / 1e6
+    assert cost == pytest.approx(expected) and obs.cost_usd == pytest.approx(expected)
+    assert obs.tokens == 300
     assert sample(m, "fsbridge_bridge_latency_seconds_sum", direction="uplink") == pytest.approx(
         0.045
     )
@@ -215,5 +190,5 @@ def test_unknown_model_counts_tokens_but_no_cost() -> None:
     m = Metrics(default_prices())
     obs = m.call_observer("not-priced")
     obs.usage(fake_call(), GA_USAGE)
-    assert obs.price is None and obs.cost_usd == 0
+    assert obs.price is None and obs.cost_usd is None
     assert sample(m, "fsbridge_tokens_total", kind="input_text") == 56
