@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import yaml
 
@@ -73,6 +74,7 @@ def _config(fs: FreeSwitchSim, rt: RealtimeSim, chunk_dir: str, **fs_over: Any) 
         },
         "realtime": {"url": rt.url, "api_key": "sk-bench"},
         "logging": {"level": "warning"},
+        "admin": {"port": 0},
     }
 
 
@@ -107,9 +109,11 @@ async def bench_injection(method: str, turns: int) -> list[ReplyFigures]:
                 )
                 for turn in range(turns):
                     await _wait(
-                        lambda t=turn: len(rt.sessions) == 1
-                        and len(rt.sessions[0].responses) > t
-                        and rt.sessions[0].responses[t].status is not None,
+                        lambda t=turn: (
+                            len(rt.sessions) == 1
+                            and len(rt.sessions[0].responses) > t
+                            and rt.sessions[0].responses[t].done_t is not None
+                        ),
                         30,
                     )
                     call = service.calls[uuid]
@@ -124,6 +128,19 @@ async def bench_injection(method: str, turns: int) -> list[ReplyFigures]:
                 stop.set()
                 await task
     return figures
+
+
+async def _wait_ready(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise TimeoutError("bench: fsbridge serve did not become ready")
+            await asyncio.sleep(0.05)
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -154,20 +171,21 @@ async def bench_load(n_calls: int, seconds: float = 12.0) -> dict[str, float]:
             path = Path(tmp) / "fsbridge.yaml"
             path.write_text(yaml.safe_dump(cfg))
             env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measurement
                 [sys.executable, "-m", "fsbridge.cli", "serve", "--config", str(path)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=env,
             )
             try:
-                await _wait(lambda: len(fs.esl_clients) > 0, 15)
-                await asyncio.sleep(0.5)
+                await _wait_ready(cfg["listen"]["port"], 15)
                 cpu0 = _proc_cpu_s(proc.pid)
                 t0 = time.monotonic()
                 uuids = [
                     await fs.originate(
-                        profile="english", caller_audio=utterance, caller_rate=urate,
+                        profile="english",
+                        caller_audio=utterance,
+                        caller_rate=urate,
                         caller_delay_s=0.3,
                     )
                     for _ in range(n_calls)
@@ -177,7 +195,7 @@ async def bench_load(n_calls: int, seconds: float = 12.0) -> dict[str, float]:
                 wall = time.monotonic() - t0
                 rss = _proc_rss_mb(proc.pid)
                 answered = sum(
-                    1 for s in rt.sessions if any(r.status is not None for r in s.responses)
+                    1 for s in rt.sessions if any(r.done_t is not None for r in s.responses)
                 )
                 for u in uuids:
                     with contextlib.suppress(Exception):

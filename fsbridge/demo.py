@@ -124,7 +124,9 @@ def _figures(truth: Any, chunks: list[Any], first_delta_t: float | None) -> Repl
         for a, b in itertools.pairwise(started)
         if a.stop_t is not None and a.status == "done"
     ]
-    audio_ms = sum((p.offset_pos or 0) for p in started) / truth_rate(truth) * 1000
+    audio_ms = (
+        sum(len(f.samples) for f in truth.heard if f.source in paths) / truth_rate(truth) * 1000
+    )
     return ReplyFigures(lat, len(started), audio_ms, gaps)
 
 
@@ -179,6 +181,7 @@ async def run_demo(
                 },
                 "realtime": realtime,
                 "logging": {"level": "warning"},
+                "admin": {"port": 0},
             }
             if injection:
                 data["freeswitch"]["injection"] = injection

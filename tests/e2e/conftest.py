@@ -82,7 +82,9 @@ async def wait_ready(bridge: Bridge, timeout: float = 15.0, status: int = 200) -
             await asyncio.sleep(0.05)
 
 
-def start_bridge(tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> Bridge:
+def start_bridge(
+    tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None
+) -> Bridge:
     port = config["listen"]["port"]
     chunk_dir = Path(config["freeswitch"]["chunk_dir"])
     path = tmp_path / "fsbridge.yaml"
@@ -111,7 +113,9 @@ def stop_bridge(bridge: Bridge) -> int:
     return bridge.proc.returncode
 
 
-def base_config(tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim | None, **over: Any) -> dict[str, Any]:
+def base_config(
+    tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim | None, **over: Any
+) -> dict[str, Any]:
     port = free_port()
     cfg: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": port, "public_url": f"ws://127.0.0.1:{port}"},
@@ -122,10 +126,14 @@ def base_config(tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim | None, **ove
             "fork_rate": 8000,
             "chunk_dir": str(tmp_path / "chunks"),
         },
-        "realtime": {"url": rt.url if rt else "ws://127.0.0.1:1/v1/realtime", "model": "gpt-realtime",
-                     "api_key": "sk-test-key-123"},
+        "realtime": {
+            "url": rt.url if rt else "ws://127.0.0.1:1/v1/realtime",
+            "model": "gpt-realtime",
+            "api_key": "sk-test-key-123",
+        },
         "logging": {"level": "info", "format": "json"},
         "service": {"drain_timeout_s": 3},
+        "admin": {"port": 0},
         "profiles": {
             "english": {
                 "instructions": "You are a test assistant.",
@@ -155,5 +163,7 @@ async def fs(clock: SimClock) -> AsyncIterator[FreeSwitchSim]:
 @pytest.fixture
 async def rt(clock: SimClock) -> AsyncIterator[RealtimeSim]:
     reply, _ = asset("reply-en-short-24k.wav")
-    async with RealtimeSim(clock=clock, replies=[Reply(audio=reply, transcript="a short reply")]) as sim:
+    async with RealtimeSim(
+        clock=clock, replies=[Reply(audio=reply, transcript="a short reply")]
+    ) as sim:
         yield sim

@@ -34,7 +34,9 @@ def heard_from(ch, name: str) -> int:
     return sum(len(f.samples) for f in ch.truth.heard if name in (f.source or ""))
 
 
-async def test_wrong_esl_password_is_reported_and_not_ready(tmp_path: Path, fs: FreeSwitchSim) -> None:
+async def test_wrong_esl_password_is_reported_and_not_ready(
+    tmp_path: Path, fs: FreeSwitchSim
+) -> None:
     cfg = base_config(tmp_path, fs, None)
     cfg["freeswitch"]["password"] = "WrongPass123"
     bridge = start_bridge(tmp_path, cfg)
@@ -47,7 +49,9 @@ async def test_wrong_esl_password_is_reported_and_not_ready(tmp_path: Path, fs: 
     assert "WrongPass123" not in bridge.log()
 
 
-async def test_unreachable_realtime_plays_apology_and_hangs_up(tmp_path: Path, fs: FreeSwitchSim) -> None:
+async def test_unreachable_realtime_plays_apology_and_hangs_up(
+    tmp_path: Path, fs: FreeSwitchSim
+) -> None:
     cfg = base_config(tmp_path, fs, None)
     cfg["realtime"]["url"] = f"ws://127.0.0.1:{free_port()}/v1/realtime"
     cfg["profiles"]["english"]["greeting"] = None
@@ -67,9 +71,13 @@ async def test_unreachable_realtime_plays_apology_and_hangs_up(tmp_path: Path, f
         assert stop_bridge(bridge) == 0
 
 
-async def test_realtime_rejects_key_apology_no_key_in_log(tmp_path: Path, fs: FreeSwitchSim, clock) -> None:
+async def test_realtime_rejects_key_apology_no_key_in_log(
+    tmp_path: Path, fs: FreeSwitchSim, clock
+) -> None:
     reply, _ = asset("reply-en-short-24k.wav")
-    async with RealtimeSim(clock=clock, api_key="sk-the-right-one", replies=[Reply(audio=reply)]) as rt:
+    async with RealtimeSim(
+        clock=clock, api_key="sk-the-right-one", replies=[Reply(audio=reply)]
+    ) as rt:
         cfg = base_config(tmp_path, fs, rt)
         cfg["profiles"]["english"]["greeting"] = None
         bridge = start_bridge(tmp_path, cfg)
@@ -85,7 +93,9 @@ async def test_realtime_rejects_key_apology_no_key_in_log(tmp_path: Path, fs: Fr
     assert "sk-test-key-123" not in log and "sk-the-right-one" not in log
 
 
-async def test_unknown_profile_rejects_only_that_call(tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim) -> None:
+async def test_unknown_profile_rejects_only_that_call(
+    tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim
+) -> None:
     cfg = base_config(tmp_path, fs, rt)
     cfg["profiles"]["english"]["greeting"] = None
     bridge = start_bridge(tmp_path, cfg)
@@ -103,15 +113,21 @@ async def test_unknown_profile_rejects_only_that_call(tmp_path: Path, fs: FreeSw
         assert stop_bridge(bridge) == 0
 
 
-async def test_missing_greeting_is_logged_and_call_goes_on(tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim) -> None:
+async def test_missing_greeting_is_logged_and_call_goes_on(
+    tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim
+) -> None:
     cfg = base_config(tmp_path, fs, rt)
     cfg["profiles"]["english"]["greeting"] = str(tmp_path / "nope.wav")
     bridge = start_bridge(tmp_path, cfg)
     try:
         await wait_ready(bridge)
         caller, rate = asset("caller-en-interrupt-8k.wav")
-        uuid = await fs.originate(profile="english", caller_audio=caller, caller_rate=rate, caller_delay_s=0.3)
-        await wait_until(lambda: rt.sessions and rt.sessions[0].responses, 20, "a reply to the caller")
+        uuid = await fs.originate(
+            profile="english", caller_audio=caller, caller_rate=rate, caller_delay_s=0.3
+        )
+        await wait_until(
+            lambda: rt.sessions and rt.sessions[0].responses, 20, "a reply to the caller"
+        )
         assert "cannot play greeting" in bridge.log()
         await fs.hangup(uuid)
     finally:
@@ -132,7 +148,9 @@ async def test_fork_with_wrong_credentials_or_unknown_call_gets_401(
             wrong = {"Authorization": aiohttp.encode_basic_auth("x", "y")}
             for target, headers in ((url, wrong), (url.replace(uuid, "unknown"), {})):
                 with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
-                    await http.ws_connect(target, protocols=("audio.drachtio.org",), headers=headers)
+                    await http.ws_connect(
+                        target, protocols=("audio.drachtio.org",), headers=headers
+                    )
                 assert exc.value.status in (401, 409)
         assert not fs.channel(uuid).hung_up.is_set()  # the real call is unaffected
         await fs.hangup(uuid)
@@ -140,7 +158,9 @@ async def test_fork_with_wrong_credentials_or_unknown_call_gets_401(
         assert stop_bridge(bridge) == 0
 
 
-async def test_dead_realtime_session_does_not_touch_other_calls(tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim) -> None:
+async def test_dead_realtime_session_does_not_touch_other_calls(
+    tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim
+) -> None:
     cfg = base_config(tmp_path, fs, rt)
     cfg["profiles"]["english"]["greeting"] = None
     bridge = start_bridge(tmp_path, cfg)
@@ -149,7 +169,9 @@ async def test_dead_realtime_session_does_not_touch_other_calls(tmp_path: Path, 
         a = await fs.originate(profile="english")
         await wait_until(lambda: len(rt.sessions) == 1, 10, "session a")
         caller, rate = asset("caller-en-interrupt-8k.wav")
-        b = await fs.originate(profile="english", caller_audio=caller, caller_rate=rate, caller_delay_s=0.5)
+        b = await fs.originate(
+            profile="english", caller_audio=caller, caller_rate=rate, caller_delay_s=0.5
+        )
         await wait_until(lambda: len(rt.sessions) == 2, 10, "session b")
         rt.inject_fault(0, "drop")
         await wait_until(lambda: rt.sessions[0].closed.is_set(), 10, "session a dropped")
@@ -167,7 +189,9 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     path.write_text("freeswitch: {fork_rate: 11025}\nprofiles: {p: {voice: nova}}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "fsbridge.cli", "serve", "--config", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "freeswitch.fork_rate" in proc.stderr and "profiles.p.voice" in proc.stderr

@@ -33,19 +33,30 @@ async def test_greeting_question_answer_hangup(
     bridge = start_bridge(tmp_path, cfg)
     try:
         await wait_ready(bridge)
-        caller, caller_rate = asset("caller-en-hello-16k.wav" if rate == 16000 else "caller-en-hello-8k.wav")
+        caller, caller_rate = asset(
+            "caller-en-hello-16k.wav" if rate == 16000 else "caller-en-hello-8k.wav"
+        )
         greeting, _ = asset("greeting-en-8k.wav")
         uuid = await fs.originate(
-            profile="english", caller_audio=caller, caller_rate=caller_rate,
-            caller_delay_s=len(greeting) / 8000 + 0.5, channel_rate=rate,
+            profile="english",
+            caller_audio=caller,
+            caller_rate=caller_rate,
+            caller_delay_s=len(greeting) / 8000 + 0.5,
+            channel_rate=rate,
         )
         ch = fs.channel(uuid)
         await wait_until(lambda: rt.sessions and rt.sessions[0].responses, 30, "a response")
         session = rt.sessions[0]
         await wait_until(
-            lambda: session.responses[0].status is not None and ch.truth.playbacks
-            and all(p.stop_t is not None for p in ch.truth.playbacks if p.error is None)
-            and len(reply_frames(ch.truth, bridge.chunk_dir)) > 0, 30, "the reply to play out")
+            lambda: (
+                session.responses[0].done_t is not None
+                and ch.truth.playbacks
+                and all(p.stop_t is not None for p in ch.truth.playbacks if p.error is None)
+                and len(reply_frames(ch.truth, bridge.chunk_dir)) > 0
+            ),
+            30,
+            "the reply to play out",
+        )
         # -- greeting heard, sample by sample
         greet_frames = [f for f in ch.truth.heard if "greeting" in (f.source or "")]
         heard_greeting = np.concatenate([f.samples for f in greet_frames]).astype(np.float64)
@@ -67,7 +78,9 @@ async def test_greeting_question_answer_hangup(
         # -- the reply heard complete and in order
         reply24, _ = asset("reply-en-short-24k.wav")
         ref_reply = resample_ref(reply24, 24000, rate)
-        heard_reply = np.concatenate([f.samples for f in reply_frames(ch.truth, bridge.chunk_dir)]).astype(np.float64)
+        heard_reply = np.concatenate(
+            [f.samples for f in reply_frames(ch.truth, bridge.chunk_dir)]
+        ).astype(np.float64)
         lag = best_lag(heard_reply, ref_reply, rate // 10)
         s, r = aligned(heard_reply, ref_reply, lag)
         fraction = len(s) / len(ref_reply)
@@ -86,9 +99,11 @@ async def test_greeting_question_answer_hangup(
         await wait_until(lambda: session.closed.is_set(), 10, "the Realtime session to close")
         await wait_until(lambda: ch.truth.fork.closed_t is not None, 10, "the fork to close")
         async with aiohttp.ClientSession() as http:
+
             async def no_calls() -> bool:
                 async with http.get(bridge.base + "/calls") as resp:
                     return await resp.json() == []
+
             deadline = time.monotonic() + 10
             while not await no_calls():
                 assert time.monotonic() < deadline, "call still listed after hangup"

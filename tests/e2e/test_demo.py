@@ -19,8 +19,20 @@ pytestmark = pytest.mark.slow
 def test_demo_writes_heard_wav_and_report(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     proc = subprocess.run(
-        [sys.executable, "-m", "fsbridge.cli", "demo", "--profile", "english", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, env=env,
+        [
+            sys.executable,
+            "-m",
+            "fsbridge.cli",
+            "demo",
+            "--profile",
+            "english",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "greeting heard: yes" in proc.stdout and "reply 1: first audio" in proc.stdout

@@ -72,11 +72,15 @@ async def test_scripted_call_through_both_simulators(tmp_path: Path) -> None:
             assert b"+OK accepted" in await reader.readuntil(b"\n\n")
             uuid = await fs.originate(profile="default", caller_audio=caller, caller_rate=8000)
             reply = await esl_api(
-                reader, writer, f"uuid_audio_fork {uuid} start ws://127.0.0.1:{fork_port}/fork/{uuid} mono 8k"
+                reader,
+                writer,
+                f"uuid_audio_fork {uuid} start ws://127.0.0.1:{fork_port}/fork/{uuid} mono 8k",
             )
             assert reply.startswith("+OK")
             # Realtime: a bare client; forward the caller's audio, collect the reply's deltas
-            ws = await http.ws_connect(f"{rt.url}?model=gpt-realtime", headers={"Authorization": "Bearer sk-x"})
+            ws = await http.ws_connect(
+                f"{rt.url}?model=gpt-realtime", headers={"Authorization": "Bearer sk-x"}
+            )
             await ws.send_json({"type": "session.update", "session": {"type": "realtime"}})
             deltas = bytearray()
             sent = 0
@@ -86,8 +90,13 @@ async def test_scripted_call_through_both_simulators(tmp_path: Path) -> None:
                 while True:
                     while sent < len(frames):
                         pcm = np.frombuffer(frames[sent], dtype="<i2")
-                        up = np.repeat(pcm, 3).astype("<i2").tobytes()  # crude 8k -> 24k, enough for VAD
-                        event = {"type": "input_audio_buffer.append", "audio": base64.b64encode(up).decode()}
+                        up = (
+                            np.repeat(pcm, 3).astype("<i2").tobytes()
+                        )  # crude 8k -> 24k, enough for VAD
+                        event = {
+                            "type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(up).decode(),
+                        }
                         validate_client_event(event)
                         await ws.send_json(event)
                         sent += 1
@@ -112,7 +121,9 @@ async def test_scripted_call_through_both_simulators(tmp_path: Path) -> None:
             reply8 = reply24[::3].copy()
             path = tmp_path / "reply.wav"
             write_wav(path, reply8, 8000)
-            assert (await esl_api(reader, writer, f"uuid_broadcast {uuid} {path} aleg")).startswith("+OK")
+            assert (await esl_api(reader, writer, f"uuid_broadcast {uuid} {path} aleg")).startswith(
+                "+OK"
+            )
             ch = fs.channel(uuid)
             await fs.wait_for(lambda: any(p.stop_t for p in ch.truth.playbacks), timeout=15)
             heard = ch.truth.heard_from(str(path))

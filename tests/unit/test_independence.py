@@ -12,8 +12,14 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "fsbridge"
 SIM_FORBIDDEN = (
-    "fsbridge.esl", "fsbridge.fork", "fsbridge.realtime", "fsbridge.audio.resample",
-    "fsbridge.audio.pcm", "fsbridge.call", "fsbridge.service", "fsbridge.config",
+    "fsbridge.esl",
+    "fsbridge.fork",
+    "fsbridge.realtime",
+    "fsbridge.audio.resample",
+    "fsbridge.audio.pcm",
+    "fsbridge.call",
+    "fsbridge.service",
+    "fsbridge.config",
 )
 MAY_IMPORT_SIM = {"cli.py", "demo.py", "bench.py", "replay.py"}
 
