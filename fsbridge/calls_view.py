@@ -182,7 +182,7 @@ def render_table(report: CallsReport) -> str:
         )
         for c in report.calls
     ]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(COLUMNS)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(COLUMNS)]
     right = {4, 5, 6, 7}
 
     def line(cells: Sequence[str]) -> str:
@@ -191,16 +191,19 @@ def render_table(report: CallsReport) -> str:
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
-    out = [line(COLUMNS), *(line(r) for r in rows)]
     n = len(rows)
-    out.append(f"{n} call{'' if n == 1 else 's'}")
+    total = f"{n} call{'' if n == 1 else 's'}"
+    missing: list[str] = []
     for src in report.sources:
         what = "FreeSWITCH (ESL)" if src.name == "esl" else "bridge admin API"
         if src.ok:
-            out[-1] += f" · {what} {src.where}"
-        else:
-            missing = (
-                "STATE/TURNS/1ST AUDIO/TOKENS" if src.name == "admin" else "unclaimed channels"
-            )
-            out.append(f"! {what} at {src.where} did not answer ({src.error}); {missing} unknown")
+            total += f" · {what} {src.where}"
+            continue
+        lost = (
+            "state, turns, latency and tokens unknown"
+            if src.name == "admin"
+            else "channels the bridge has not claimed are not listed"
+        )
+        missing.append(f"! {what} at {src.where} did not answer ({src.error}); {lost}")
+    out = [line(COLUMNS), *(line(r) for r in rows), total, *missing]
     return "\n".join(out)

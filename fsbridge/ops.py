@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import textwrap
 import time
@@ -34,6 +35,22 @@ from .peers import (
 )
 
 __all__ = ["add_commands", "common_options", "wrap"]
+
+_UUID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CAUSE = re.compile(r"^[A-Z_]{1,40}$")
+
+
+def _uuid(text: str) -> str:
+    """A channel uuid as argparse type: one word, so it cannot smuggle arguments into a command."""
+    if not _UUID.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a channel uuid")
+    return text
+
+
+def _cause(text: str) -> str:
+    if not _CAUSE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hangup cause (e.g. NORMAL_CLEARING)")
+    return text
 
 
 async def _calls(args: argparse.Namespace, cfg: Config) -> int:
@@ -199,8 +216,10 @@ def add_commands(sub: Any) -> None:
         description=wrap("Hang up a channel with uuid_kill over the event socket."),
         epilog="examples:\n  fsbridge hangup 3f2a9c1e-...\n  fsbridge hangup UUID --cause CALL_REJECTED",
     )
-    p.add_argument("uuid")
-    p.add_argument("--cause", default="NORMAL_CLEARING", help="hangup cause (NORMAL_CLEARING)")
+    p.add_argument("uuid", type=_uuid)
+    p.add_argument(
+        "--cause", type=_cause, default="NORMAL_CLEARING", help="hangup cause (NORMAL_CLEARING)"
+    )
     p.set_defaults(func=_run(_hangup))
 
     p = sub.add_parser(
@@ -215,7 +234,7 @@ def add_commands(sub: Any) -> None:
         epilog='examples:\n  fsbridge say UUID "Tell the caller an agent will call back today."\n'
         '  fsbridge say UUID "The caller is a VIP." --role system --no-respond',
     )
-    p.add_argument("uuid")
+    p.add_argument("uuid", type=_uuid)
     p.add_argument("text")
     p.add_argument(
         "--role",
@@ -237,5 +256,5 @@ def add_commands(sub: Any) -> None:
         ),
         epilog="example:\n  fsbridge trace UUID && fsbridge replay /var/lib/fsbridge/traces/UUID",
     )
-    p.add_argument("uuid")
+    p.add_argument("uuid", type=_uuid)
     p.set_defaults(func=_run(_trace))

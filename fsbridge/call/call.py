@@ -53,6 +53,7 @@ __all__ = ["BENIGN_ERRORS", "Call", "CallSummary", "EslLink"]
 log = logging.getLogger("fsbridge.call")
 
 CallState = Literal["starting", "greeting", "listening", "speaking", "ended"]
+FORK_CLOSE_GRACE_S = 0.5  # how long a closed fork waits for the hangup event that explains it
 
 
 class Call(ConversationMixin, CallerMixin):
@@ -306,9 +307,13 @@ class Call(ConversationMixin, CallerMixin):
                 if isinstance(result, EslError):
                     raise result
                 log.error("%s ended with %r", tasks[task], result)
+        name = tasks[first]
+        if name == "fork_closed" and self._stream is not None:
+            # FreeSWITCH closes the fork when the caller hangs up; the ESL event may come second
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hungup.wait(), FORK_CLOSE_GRACE_S)
         if self._hungup.is_set():
             return "hangup"
-        name = tasks[first]
         if name == "fork_closed" and self._stream is None:
             return "fork_failed"
         return "error" if name.startswith("error:") else name

@@ -237,9 +237,6 @@ class Playout:
         for rid in (current, response_id):
             if rid:
                 self._cancelled.add(rid)
-                stats = self.replies.get(rid)
-                if stats:
-                    stats.interrupted = True
         if self._chunker is not None:
             self._chunker.clear()
         self._resampler.flush()  # the cancelled reply's tail must not lead into the next one
@@ -261,13 +258,17 @@ class Playout:
         if playing is not None and playing.item_id is not None and playing.item_id not in items:
             items.insert(0, playing.item_id)
         items = [i for i in items if not self._fully_played(i) and i not in self._truncate_items]
+        for stats in self.replies.values():
+            if stats.response_id == response_id or stats.item_id in items:
+                stats.interrupted = True
         if not items:
             return []
         self._truncate_items.extend(items)
         quiet = 0.0
         if playing is None and dropped:
             # A file may have been opened just before we deleted it; its START is on the way.
-            quiet = self._quiet_s + (2 * self._lead_in_s if lost_window else 0.0)
+            lead_ins = 2 * self._lead_in_s if self.player.method == "broadcast" else 0.0
+            quiet = self._quiet_s + (lead_ins if lost_window else 0.0)
         self._quiet_until = max(self._quiet_until, now + quiet)
         self._settle_deadline = now + self._settle_timeout_s
         self._wake.set()

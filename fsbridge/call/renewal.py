@@ -132,7 +132,6 @@ class RealtimeLink:
         self.expired = 0  # session_expired errors seen
         self._opener = opener
         self._seed = seed
-        self._seeded = 0  # turns the current session already knows
         self.renew_after_s = renew_after_s
         self._attempts = max(1, reconnect_attempts)
         self._backoff = reconnect_backoff_s
@@ -211,7 +210,7 @@ class RealtimeLink:
                 return True  # a renewal switched while we waited for the lock
             for attempt in range(1, self._attempts + 1):
                 try:
-                    new, upto = await self._open_seeded()
+                    new, _ = await self._open_seeded()
                     break
                 except OPEN_ERRORS as exc:
                     log.warning("realtime reconnect %d/%d failed: %s", attempt, self._attempts, exc)
@@ -219,7 +218,7 @@ class RealtimeLink:
                         await asyncio.sleep(self._backoff * attempt)
             else:
                 return False
-            self._install(new, upto)
+            self._install(new)
             self.reconnects += 1
             replay = list(self._recent) + list(self._backlog)
             self._backlog.clear()
@@ -228,10 +227,9 @@ class RealtimeLink:
         log.info("realtime reconnected", extra={"fields": {"session": self.index}})
         return True
 
-    def _install(self, new: RealtimeConnection, seeded: int) -> None:
+    def _install(self, new: RealtimeConnection) -> None:
         self.conn = new
         self.index += 1
-        self._seeded = seeded
         self.opened_at = self._clock()
 
     async def _replay(self, conn: RealtimeConnection, events: list[dict]) -> None:
@@ -276,7 +274,7 @@ class RealtimeLink:
                 raise
             replay = list(self._recent)
             self._recent.clear()
-            self._install(new, upto)  # from here on, appends go to the new session
+            self._install(new)  # from here on, appends go to the new session
             self.renewals += 1
         await self._replay(new, replay)
         log.info(

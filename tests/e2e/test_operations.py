@@ -23,6 +23,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from fsbridge.audio.wav import write_wav
+from fsbridge.config import parse_config
+from fsbridge.service import Service
 from fsbridge.sim.clock import SimClock
 from fsbridge.sim.freeswitch import FreeSwitchSim
 from fsbridge.sim.realtime import RealtimeSim, Reply
@@ -476,3 +478,39 @@ async def test_check_reports_each_peer_and_hangup_over_esl(
     assert fs.channel(other).truth.hangup_t is None
     code, _, err = await run_cli("hangup", uuid, "-c", str(path))
     assert code == 1 and "No such channel" in err
+
+
+# -- several instances on one switch ----------------------------------------------------------------------
+async def test_two_instances_claim_each_call_once(
+    tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim
+) -> None:
+    services, tasks, stop = [], [], asyncio.Event()
+    for name in ("a", "b"):
+        cfg = ops_config(tmp_path / name, fs, rt)
+        cfg["admin"] = {"port": 0}
+        cfg["service"]["instance_id"] = f"node-{name}"
+        services.append(Service(parse_config(cfg, env={})))
+    tasks = [asyncio.create_task(s.run(stop)) for s in services]
+    try:
+        for s in services:
+            await asyncio.wait_for(s.ready.wait(), 10)
+        uuid = await fs.originate(profile="english")
+
+        def claims() -> list[str]:
+            return [
+                c.text for c in fs.commands if f"hash insert_ifempty/fsbridge/{uuid}/" in c.text
+            ]
+
+        await wait_until(lambda: len(claims()) == 2, 10, "both instances to try")
+        await wait_until(lambda: sum(uuid in s.calls for s in services) == 1, 10, "one owner")
+        (owner,) = [s for s in services if uuid in s.calls]
+        await wait_until(lambda: owner.calls[uuid].state == "listening", 10, "the call to run")
+        assert len(rt.sessions) == 1
+        assert fs.core.hash_db[f"fsbridge_{uuid}"] == owner.config.service.instance_id
+        await fs.hangup(uuid)
+        await wait_until(
+            lambda: f"fsbridge_{uuid}" not in fs.core.hash_db, 10, "the claim released"
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
