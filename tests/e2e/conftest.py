@@ -102,14 +102,16 @@ def start_bridge(
     return Bridge(proc, port, path, chunk_dir, log_path)
 
 
-def stop_bridge(bridge: Bridge) -> int:
+async def stop_bridge(bridge: Bridge) -> int:
+    """SIGTERM, then wait without blocking the loop: the simulators live on it and must answer the
+    bridge's last ESL commands while it drains. Killed if it has not exited after 20 s."""
     if bridge.proc.poll() is None:
         bridge.proc.send_signal(signal.SIGTERM)
         try:
-            bridge.proc.wait(15)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(asyncio.to_thread(bridge.proc.wait), 20)
+        except TimeoutError:
             bridge.proc.kill()
-            bridge.proc.wait(5)
+            await asyncio.to_thread(bridge.proc.wait, 5)
     return bridge.proc.returncode
 
 

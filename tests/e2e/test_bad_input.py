@@ -45,7 +45,7 @@ async def test_wrong_esl_password_is_reported_and_not_ready(
         await wait_until(lambda: "rejected the ESL password" in bridge.log(), 10, "the auth error")
         assert bridge.proc.poll() is None  # keeps running, retrying
     finally:
-        assert stop_bridge(bridge) == 0
+        assert await stop_bridge(bridge) == 0
     assert "WrongPass123" not in bridge.log()
 
 
@@ -68,7 +68,7 @@ async def test_unreachable_realtime_plays_apology_and_hangs_up(
         uuid2 = await fs.originate(profile="english")
         await asyncio.wait_for(fs.channel(uuid2).hung_up.wait(), 20)
     finally:
-        assert stop_bridge(bridge) == 0
+        assert await stop_bridge(bridge) == 0
 
 
 async def test_realtime_rejects_key_apology_no_key_in_log(
@@ -87,7 +87,7 @@ async def test_realtime_rejects_key_apology_no_key_in_log(
             await asyncio.wait_for(fs.channel(uuid).hung_up.wait(), 20)
             assert heard_from(fs.channel(uuid), "apology") > 0
         finally:
-            assert stop_bridge(bridge) == 0
+            assert await stop_bridge(bridge) == 0
     log = bridge.log()
     assert "401" in log or "unauthor" in log.lower()
     assert "sk-test-key-123" not in log and "sk-the-right-one" not in log
@@ -110,7 +110,7 @@ async def test_unknown_profile_rejects_only_that_call(
         assert "unknown profile 'no-such-profile'" in bridge.log()
         await fs.hangup(good)
     finally:
-        assert stop_bridge(bridge) == 0
+        assert await stop_bridge(bridge) == 0
 
 
 async def test_missing_greeting_is_logged_and_call_goes_on(
@@ -131,7 +131,7 @@ async def test_missing_greeting_is_logged_and_call_goes_on(
         assert "cannot play greeting" in bridge.log()
         await fs.hangup(uuid)
     finally:
-        assert stop_bridge(bridge) == 0
+        assert await stop_bridge(bridge) == 0
 
 
 async def test_fork_with_wrong_credentials_or_unknown_call_gets_401(
@@ -155,7 +155,7 @@ async def test_fork_with_wrong_credentials_or_unknown_call_gets_401(
         assert not fs.channel(uuid).hung_up.is_set()  # the real call is unaffected
         await fs.hangup(uuid)
     finally:
-        assert stop_bridge(bridge) == 0
+        assert await stop_bridge(bridge) == 0
 
 
 async def test_dead_realtime_session_does_not_touch_other_calls(
@@ -181,7 +181,7 @@ async def test_dead_realtime_session_does_not_touch_other_calls(
         if not fs.channel(a).hung_up.is_set():  # call a may have reconnected to a new session
             await fs.hangup(a)
     finally:
-        assert stop_bridge(bridge) == 0
+        assert await stop_bridge(bridge) == 0
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:

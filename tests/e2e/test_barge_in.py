@@ -198,7 +198,7 @@ async def run_barge_ins(tmp_path: Path, method: str) -> list[BargeFigures]:
             assert "response.cancel" not in rt.sessions[0].received_types()  # the server cancels
             return out
         finally:
-            stop_bridge(bridge)
+            await stop_bridge(bridge)
 
 
 @pytest.mark.parametrize("method", ["sendmsg", "broadcast"])
@@ -257,4 +257,4 @@ async def test_bridge_cancels_when_the_server_does_not(tmp_path: Path) -> None:
                 f" response.cancel {1000 * (t_cancel - t_speech):.1f} ms after speech_started"
             )
         finally:
-            stop_bridge(bridge)
+            await stop_bridge(bridge)

@@ -111,7 +111,7 @@ async def test_greeting_question_answer_hangup(
         await wait_until(lambda: not (bridge.chunk_dir / uuid).exists(), 10, "chunk dir removal")
         assert list(bridge.chunk_dir.iterdir()) == []
     finally:
-        code = stop_bridge(bridge)
+        code = await stop_bridge(bridge)
     log = bridge.log()
     assert code == 0, log
     summaries = [json.loads(line) for line in log.splitlines() if '"call summary"' in line]

@@ -76,7 +76,7 @@ async def stop(b: Bridge) -> int:
         b.proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(AssertionError):
             await wait_until(lambda: b.proc.poll() is not None, 15, "fsbridge to exit")
-    return stop_bridge(b)  # kills it if it did not exit
+    return await stop_bridge(b)  # kills it if it did not exit
 
 
 @asynccontextmanager

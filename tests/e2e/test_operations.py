@@ -261,7 +261,7 @@ async def test_calls_cli_metrics_and_admin_actions(
         async with aiohttp.ClientSession() as http, http.get(f"{base}/calls/{uuid}") as resp:
             assert resp.status == 404
     finally:
-        code = stop_bridge(bridge)
+        code = await stop_bridge(bridge)
     assert code == 0, bridge.log()
     log = bridge.log()
     assert TOKEN not in log and API_KEY not in log
@@ -292,7 +292,7 @@ async def test_sigterm_drains_then_ends_the_rest_politely(
         code = await wait_exit(bridge, 20)
         elapsed = time.monotonic() - t0
     finally:
-        stop_bridge(bridge)
+        await stop_bridge(bridge)
     log = bridge.log()
     assert code == 0, log
     print(f"\ndrained and exited {elapsed:.1f} s after SIGTERM")
@@ -323,7 +323,7 @@ async def test_sigterm_lets_calls_finish_on_their_own(
         code = await wait_exit(bridge, 15)
         elapsed = time.monotonic() - t0
     finally:
-        stop_bridge(bridge)
+        await stop_bridge(bridge)
     assert code == 0, bridge.log()
     assert elapsed < 10  # not the 60 s drain timeout
     assert heard(fs.channel(uuid), "goodbye.wav") == 0
@@ -355,7 +355,7 @@ async def test_calls_over_max_calls_get_the_fallback(
         metrics = await scrape(base)
         assert fs.channel(first).truth.hangup_t is None  # the served call is untouched
     finally:
-        code = stop_bridge(bridge)
+        code = await stop_bridge(bridge)
     assert code == 0, bridge.log()
     assert heard(ch2, "busy.wav") >= 0.9 * 0.8 * 8000  # heard the busy message, not silence
     assert ch3.truth.transfer["dest"] == "operator"
@@ -400,7 +400,7 @@ async def test_trace_is_redacted_and_replays_without_differences(tmp_path: Path)
             await fs.hangup(uuid)
             await wait_until(lambda: not (bridge.chunk_dir / uuid).exists(), 10, "the call to end")
         finally:
-            code = stop_bridge(bridge)
+            code = await stop_bridge(bridge)
         assert code == 0, bridge.log()
     trace_dir = tmp_path / "traces" / uuid
     assert (trace_dir / "trace.jsonl").is_file(), os.listdir(tmp_path / "traces")

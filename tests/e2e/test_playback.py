@@ -209,7 +209,7 @@ async def run_turns(
                 await wait_until(lambda i=i: s.reply_done(i), 40, f"reply {i + 1} to play out")
             return [playback_figures(r, method) for r in s.replies()]
         finally:
-            stop_bridge(bridge)
+            await stop_bridge(bridge)
 
 
 def report(title: str, figures: list[PlaybackFigures]) -> None:
