@@ -141,6 +141,7 @@ class CallerMixin:
             self._link.send_audio,
             window_ms=self.config.audio.append_window_ms,
             stats=self._uplink_stats,
+            on_held=lambda ms: self.observer.uplink_latency(self, ms),  # type: ignore[arg-type]
         )
 
     # -- the local speech gate --------------------------------------------------------------------

@@ -8,6 +8,7 @@ beyond what the resampler returns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -33,19 +34,30 @@ async def run_uplink(
     *,
     window_ms: int,
     stats: UplinkStats,
+    on_held: Callable[[float], None] | None = None,
+    sample_every_s: float = 1.0,
 ) -> None:
+    """``on_held`` gets, about once per ``sample_every_s``, how long (ms) the oldest frame of the
+    batch just sent waited in the bridge: the bridge-added uplink latency (batching + resampler)."""
     carry = ByteCarry()
     batch = bytearray()
     target = 24000 * 2 * window_ms // 1000
+    batch_t = 0.0
+    next_sample = 0.0
     async for frame in frames:
         stats.frames_in += 1
         stats.bytes_in += len(frame)
         pcm = carry.feed(frame)
         if not pcm:
             continue
+        if not batch:
+            batch_t = time.monotonic()
         batch += resampler.process(pcm)
         if len(batch) >= target:
             await send(input_audio_append(bytes(batch)))
             stats.appends += 1
             stats.bytes_out_24k += len(batch)
             batch.clear()
+            if on_held is not None and (now := time.monotonic()) >= next_sample:
+                next_sample = now + sample_every_s
+                on_held((now - batch_t) * 1000)
