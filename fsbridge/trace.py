@@ -85,8 +85,9 @@ class Redactor:
     def learn(self, value: str | None) -> None:
         if value and len(value) >= 4 and value != REDACTED:
             self._values.add(value)
-            if value.lower().startswith(("bearer ", "basic ")):
-                self.learn(value.split(None, 1)[1])
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() in ("bearer", "basic") and token.strip():
+                self.learn(token.strip())
 
     def text(self, s: str) -> str:
         for value in sorted(self._values, key=len, reverse=True):
