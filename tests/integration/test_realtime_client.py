@@ -39,7 +39,7 @@ from fsbridge.realtime import (
     session_update,
 )
 
-KEY = "sk-test-Zm9vYmFyYmF6cXV4c2VjcmV0"
+KEY = "test-key-Zm9vYmFyYmF6cXV4c2VjcmV0"  # fake, never an OpenAI key
 SESSION = {
     "type": "realtime",
     "object": "realtime.session",
