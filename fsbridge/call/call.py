@@ -52,7 +52,7 @@ __all__ = ["BENIGN_ERRORS", "Call", "CallSummary", "EslLink"]
 
 log = logging.getLogger("fsbridge.call")
 
-CallState = Literal["starting", "greeting", "listening", "speaking", "ended"]
+CallState = Literal["starting", "greeting", "listening", "speaking", "transferring", "ended"]
 FORK_CLOSE_GRACE_S = 0.5  # how long a closed fork waits for the hangup event that explains it
 
 
@@ -90,6 +90,7 @@ class Call(ConversationMixin, CallerMixin):
         tdir = config.transcripts.dir
         self.transcript_path = Path(tdir) / f"{uuid}.jsonl" if tdir else None
         self._hungup = asyncio.Event()
+        self._left_park = asyncio.Event()  # transferred away (by a tool, an operator, the dialplan)
         self._fork_failed: str | None = None
         self._stream: ForkStream | None = None
         self._link: RealtimeLink | None = None
@@ -197,6 +198,10 @@ class Call(ConversationMixin, CallerMixin):
             self._on_dtmf(ev.headers.get("DTMF-Digit", ""))
         elif name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY"):
             self._hungup.set()
+        elif name == "CHANNEL_UNPARK" and not self._hungup.is_set():
+            # The channel left park without hanging up: someone transferred it. Let it go.
+            self._set_state("transferring")
+            self._left_park.set()
         elif name == "CUSTOM" and ev.subclass in (
             "mod_audio_fork::connect_failed",
             "mod_audio_stream::error",
@@ -255,7 +260,7 @@ class Call(ConversationMixin, CallerMixin):
                 await self._play_and_hang_up(self.profile.apology, "apology")
             elif reason == "max_duration":
                 await self._play_and_hang_up(self.profile.goodbye, "goodbye")
-            elif reason != "hangup":
+            elif reason not in ("hangup", "transferred"):
                 await self._hang_up()
         except asyncio.CancelledError:
             self.summary.outcome = "service_stopped"
@@ -280,6 +285,7 @@ class Call(ConversationMixin, CallerMixin):
             "realtime_closed": self._dispatch_realtime(self._link),
             "playout_failed": self.playout.run(),
             "hangup": self._hungup.wait(),
+            "transferred": self._left_park.wait(),
             "max_duration": asyncio.sleep(self.profile.max_call_s),
             "ended": self._end.wait(),
             "error:watchdog": self._watch(),

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVENTS: tuple[str, ...] = (
     "CHANNEL_PARK",
+    "CHANNEL_UNPARK",
     "CHANNEL_HANGUP",
     "CHANNEL_HANGUP_COMPLETE",
     "CHANNEL_DESTROY",

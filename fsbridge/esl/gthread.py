@@ -2,8 +2,10 @@
 
 greenswitch is gevent based and not thread-safe, and gevent must never be monkey-patched in this
 asyncio process. So one OS thread owns a gevent hub and the ``InboundESL``; calling greenswitch
-from any other thread raises LoopExit. This module is that thread and nothing else: the patched
-``_InboundESL``, the thread target, one greenlet per command, and the teardown. The asyncio facade
+from any other thread raises LoopExit. This module is that thread and nothing else: the thread
+target, one greenlet per command, and the teardown. The patched connection it drives,
+``inbound._InboundESL``, lives in its own module because it is tied to greenswitch's internals
+rather than to the thread handover; it too runs only in this thread. The asyncio facade
 (``controller.EslController``) never touches a gevent object; the seam between the two files is
 exactly the thread boundary, and ``EslThread``'s public methods are the only places it is crossed:
 
@@ -32,20 +34,17 @@ from typing import Any
 
 import gevent
 import gevent.event
-import gevent.lock
 import gevent.queue
-from greenswitch.esl import InboundESL, NotConnectedError
+from greenswitch.esl import NotConnectedError
 
+from .inbound import _InboundESL
 from .protocol import (
-    MAX_BODY_BYTES,
     EslAuthError,
     EslConnectError,
     EslDisconnected,
     EslError,
     EslEvent,
-    EslProtocolError,
     event_from_headers,
-    parse_plain_event,
 )
 
 __all__ = ["CLOSED", "EslThread"]
@@ -61,82 +60,6 @@ class _Job:
     text: str | None  # None: stop the thread
     future: concurrent.futures.Future[str] | None
     name: str  # the command's first word, the only part that may appear in errors
-
-
-class _InboundESL(InboundESL):  # type: ignore[misc]
-    """greenswitch's InboundESL with three local repairs, all inside the gevent thread.
-
-    * ``send`` uses ``sendall`` under a lock: greenswitch ignores partial sends, and the FIFO of
-      reply waiters must match the order commands hit the wire.
-    * ``text/event-plain`` payloads are parsed by our own parser (values decoded one by one, the
-      body kept apart and not url-decoded) instead of greenswitch's whole-block unquote.
-    * Bodies are read as bytes until complete or EOF; greenswitch's reader spins forever on EOF
-      in the middle of a body and dies on invalid UTF-8. Any such failure, and any garbage its
-      own header parsing chokes on, ends the reader cleanly (``fsb_error`` says why) instead of
-      killing its greenlet with a traceback.
-    """
-
-    def __init__(self, host: str, port: int, password: str, timeout: float) -> None:
-        super().__init__(host, port, password, timeout=timeout)
-        self._send_lock = gevent.lock.Semaphore()
-        self.fsb_error: str | None = None
-
-    def __repr__(self) -> str:  # never show the password
-        return f"<_InboundESL {self.host}:{self.port}>"
-
-    def send(self, data: str) -> Any:
-        if not self.connected:
-            raise NotConnectedError()
-        result = gevent.event.AsyncResult()
-        raw = (data + "\n\n").encode("utf-8")
-        with self._send_lock:
-            self._commands_sent.append(result)
-            self.sock.sendall(raw)
-        return result.get()
-
-    def receive_events(self) -> None:
-        try:
-            super().receive_events()
-        except Exception as exc:  # e.g. a header line greenswitch cannot parse
-            self._broken(exc)
-
-    def _broken(self, exc: Exception) -> None:
-        self.fsb_error = f"ESL protocol error: {exc.__class__.__name__}: {exc}"
-        self._run = False
-        self.connected = False
-
-    def handle_event(self, event: Any) -> None:
-        try:
-            ctype = event.headers.get("Content-Type")
-            if ctype == "api/response":
-                raw = self._read_body(event.headers.get("Content-Length", "0"))
-                event.data = raw.decode("utf-8", errors="replace")
-                self._commands_sent.pop(0).set(event)
-            elif ctype == "text/event-plain":
-                raw = self._read_body(event.headers.get("Content-Length", "0"))
-                headers, body = parse_plain_event(raw)
-                event.headers = headers  # greenswitch routes on Event-Name / Event-Subclass
-                event.fsb_event = event_from_headers(headers, body)
-                self._esl_event_queue.put(event)
-            else:
-                super().handle_event(event)
-        except Exception as exc:
-            # An unsolicited reply, a torn frame or garbage: the stream cannot be trusted.
-            self._broken(exc)
-
-    def _read_body(self, length_text: str) -> bytes:
-        length = int(length_text.strip())
-        if not 0 <= length <= MAX_BODY_BYTES:
-            raise EslProtocolError(f"bad Content-Length {length}")
-        chunks: list[bytes] = []
-        remaining = length
-        while remaining:
-            chunk = self.sock_file.read(remaining)
-            if not chunk:
-                raise EslDisconnected("connection closed in the middle of a frame")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
 
 
 def _set_exception(fut: concurrent.futures.Future[Any], exc: BaseException) -> None:

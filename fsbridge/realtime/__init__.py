@@ -1,4 +1,7 @@
-"""OpenAI Realtime, GA dialect: pure event builders/parser (protocol) and the WebSocket client."""
+"""OpenAI Realtime, GA dialect: pure client-event builders (protocol), server-event records and
+parser (events), their exceptions (errors) and the WebSocket client. ``protocol`` re-exports the
+events and errors, so everything below is imported through it as before.
+"""
 
 from fsbridge.realtime.client import (
     EventTap,
