@@ -178,10 +178,13 @@ class Session:
         if len(replies) <= i:
             return False
         r = replies[i]
+        # The response is done on the server before the bridge has queued its last chunk: also
+        # ask for 300 ms with nothing new stopping (a file in flight would be heard by then).
         return (
             r.response.status != "in_progress"
             and bool(r.playbacks)
             and all(p.status is not None for p in r.playbacks)
+            and self.fs.clock.now() - max(p.stop_t or 0.0 for p in r.playbacks) > 0.3
         )
 
 
