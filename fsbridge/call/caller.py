@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DTMF_GROUP_S", "CallerMixin"]
 
+FORK_CONNECT_TIMEOUT_S = 10.0
+
 log = logging.getLogger("fsbridge.call")
 
 DTMF_KEYS = frozenset("0123456789*#ABCD")
@@ -112,18 +114,14 @@ class CallerMixin:
         await self.esl.api(f"{command} {self.uuid} start {url} mono {rate} {metadata}")
 
     async def _accept_fork(self) -> ForkStream | None:
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not self._hungup.is_set():
-            if self._fork_failed:
-                log.error("fork could not connect: %s", self._fork_failed)
-                return None
-            try:
-                return await self.fork_server.accept(self.uuid, timeout=0.25)
-            except TimeoutError:
-                continue
-            except KeyError:  # forgotten: the fork reported connect_failed
-                continue
-        log.error("fork did not connect within 10 s")
+        """Wait for mod_audio_fork to connect. A ``connect_failed`` event forgets the slot, which
+        wakes this wait at once (KeyError); a hangup cancels the task that runs it."""
+        try:
+            return await self.fork_server.accept(self.uuid, timeout=FORK_CONNECT_TIMEOUT_S)
+        except KeyError:
+            log.error("fork could not connect: %s", self._fork_failed or "slot forgotten")
+        except TimeoutError:
+            log.error("fork did not connect within %.0f s", FORK_CONNECT_TIMEOUT_S)
         return None
 
     async def _uplink(self) -> None:

@@ -195,3 +195,26 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "freeswitch.fork_rate" in proc.stderr and "profiles.p.voice" in proc.stderr
+
+
+async def test_fork_that_cannot_connect_apologises_and_hangs_up_at_once(
+    tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim
+) -> None:
+    cfg = base_config(tmp_path, fs, rt)
+    cfg["listen"]["public_url"] = f"ws://127.0.0.1:{free_port()}"  # FreeSWITCH cannot reach us
+    cfg["profiles"]["english"]["greeting"] = None
+    bridge = start_bridge(tmp_path, cfg)
+    try:
+        await wait_ready(bridge)
+        uuid = await fs.originate(profile="english")
+        ch = fs.channel(uuid)
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(ch.hung_up.wait(), 20)
+        waited = asyncio.get_running_loop().time() - t0
+        apology, _ = asset("apology-en-8k.wav")
+        assert heard_from(ch, "apology") >= 0.95 * len(apology)
+        # connect_failed wakes the call at once: no 10 s accept timeout before the apology
+        assert waited < len(apology) / 8000 + 5
+        assert "fork could not connect" in bridge.log()
+    finally:
+        assert await stop_bridge(bridge) == 0
