@@ -100,6 +100,18 @@ def m(metrics: dict, name: str, **labels: str) -> float:
     return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+async def scrape_until(
+    base: str, cond: Callable[[dict], bool], timeout: float = 10
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape until ``cond`` holds (or the time is up): counters move a moment after the channel."""
+    deadline = time.monotonic() + timeout
+    metrics = await scrape(base)
+    while not cond(metrics) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        metrics = await scrape(base)
+    return metrics
+
+
 async def view(base: str, uuid: str, cond: Callable[[dict], bool], timeout: float = 20) -> dict:
     """Poll the admin API's view of a call until ``cond`` holds."""
     deadline = time.monotonic() + timeout
@@ -250,11 +262,7 @@ async def test_calls_cli_metrics_and_admin_actions(
         assert status == 200
         await asyncio.wait_for(ch.hung_up.wait(), 10)
         await wait_until(lambda: not (bridge.chunk_dir / uuid).exists(), 10, "the call to end")
-        after = await scrape(base)
-        deadline = time.monotonic() + 10
-        while m(after, "fsbridge_calls_active") != 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            after = await scrape(base)
+        after = await scrape_until(base, lambda s: m(s, "fsbridge_calls_active") == 0)
         assert m(after, "fsbridge_calls_active") == 0
         assert m(after, "fsbridge_calls_total", outcome="hangup") == 1
         assert m(after, "fsbridge_call_duration_seconds_count") == 1
@@ -352,7 +360,9 @@ async def test_calls_over_max_calls_get_the_fallback(
         ch2, ch3 = fs.channel(second), fs.channel(third)
         await asyncio.wait_for(ch2.hung_up.wait(), 10)
         await wait_until(lambda: ch3.truth.transfer is not None, 10, "the transfer")
-        metrics = await scrape(base)
+        metrics = await scrape_until(
+            base, lambda s: m(s, "fsbridge_calls_total", outcome="over_capacity") >= 2
+        )
         assert fs.channel(first).truth.hangup_t is None  # the served call is untouched
     finally:
         code = await stop_bridge(bridge)
