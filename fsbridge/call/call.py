@@ -231,12 +231,13 @@ class Call(ConversationMixin, CallerMixin):
             verb = "applied" if note.applied else "ignored"
             log.log(level, "channel override %s %s: %s", note.variable, verb, note.detail)
         rt_task = asyncio.create_task(self._open_realtime(), name=f"rt-open-{self.uuid[:8]}")
+        decided = False
         try:
             await self._start_fork_and_greeting()
             try:
                 conn = await rt_task
             except OPEN_ERRORS as exc:
-                self.summary.outcome = "realtime_failed"
+                self.summary.outcome, decided = "realtime_failed", True
                 log.error("realtime session could not start: %s", exc)
                 await self._play_and_hang_up(self.profile.apology, "apology")
                 return self.summary
@@ -256,6 +257,7 @@ class Call(ConversationMixin, CallerMixin):
                 await self._ask(self.profile.greeting_prompt, "greeting")
             reason = await self._converse()
             self.summary.outcome = self._end_reason if reason == "ended" else reason
+            decided = True
             if reason in ("realtime_closed", "fork_failed"):
                 await self._play_and_hang_up(self.profile.apology, "apology")
             elif reason == "max_duration":
@@ -263,7 +265,8 @@ class Call(ConversationMixin, CallerMixin):
             elif reason not in ("hangup", "transferred"):
                 await self._hang_up()
         except asyncio.CancelledError:
-            self.summary.outcome = "service_stopped"
+            if not decided:  # a call already ending keeps the reason it ended for
+                self.summary.outcome = "service_stopped"
             raise
         except EslError as exc:
             self.summary.outcome = "esl_error"

@@ -271,6 +271,27 @@ async def test_watchdog_prompts_then_ends_the_call_after_the_goodbye_was_heard(
         assert summary["outcome"] == "no_input" and summary["prompts"] == 1
 
 
+async def test_a_call_ending_keeps_its_outcome_when_the_service_stops_meanwhile(
+    tmp_path: Path,
+) -> None:
+    # FreeSWITCH is slow to answer the final uuid_kill: SIGTERM arrives while the call hangs up.
+    async with (
+        FreeSwitchSim(password="ClueCon", api_delays={"uuid_kill": 3.0}) as fs,
+        RealtimeSim(clock=fs.clock, replies=[reply(0.6, "Still there?"), reply(0.6, "Bye.")]) as rt,
+    ):
+        cfg = config(
+            tmp_path, fs, rt,
+            watchdog={"silence_s": 0.5, "max_prompts": 1, "prompt": PROMPT, "goodbye_prompt": GOODBYE},
+        )  # fmt: skip
+        async with bridge(tmp_path, cfg) as b:
+            uuid = await fs.originate(profile="english")
+            await wait_until(lambda: commands(fs, uuid, "uuid_kill"), 15, "the final uuid_kill")
+            b.proc.send_signal(signal.SIGTERM)
+            await wait_until(lambda: summaries(b), 10, "the summary")
+        (summary,) = summaries(b)
+        assert summary["outcome"] == "no_input"
+
+
 async def test_server_idle_timeout_counts_as_a_prompt(tmp_path: Path, fs: FreeSwitchSim) -> None:
     replies = [reply(0.5, "Hi!"), reply(0.5, "Still there?"), reply(0.5, "Hm?"), reply(0.6, "Bye!")]
     async with RealtimeSim(clock=fs.clock, replies=replies) as rt:
