@@ -682,7 +682,7 @@ async def test_session_renewed_at_a_turn_boundary_without_a_gap(
                              all(p.status for p in ch.truth.playbacks), 10, "reply 2 heard")  # fmt: skip
             # no gap: the fork's audio reached one session or the other, all of it
             fork_bytes = ch.truth.fork.bytes_sent
-            sent = len(s0.input_audio) + len(s1.input_audio)
+            sent = sum(len(s.input_audio) for s in rt.sessions)  # a slow run may renew again
             missing_ms = (fork_bytes * 3 - sent) / 48
             print(
                 f"\nuplink across the switch: {missing_ms:.0f} ms not appended (negative: replayed)"
@@ -690,9 +690,9 @@ async def test_session_renewed_at_a_turn_boundary_without_a_gap(
             assert missing_ms < 100  # at most the batch in flight and the resampler's delay
             await hang_up(fs, b, uuid)
         (summary,) = summaries(b)
-        assert (
-            summary["renewals"] == 1 and summary["sessions"] == 2 and summary["outcome"] == "hangup"
-        )
+        used = len(rt.sessions)  # 2, or 3 when this run was slow enough to renew once more
+        assert summary["sessions"] == used and summary["renewals"] == used - 1
+        assert summary["outcome"] == "hangup"
 
 
 @pytest.mark.parametrize("how", ["drop", "expiry"])
