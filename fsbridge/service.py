@@ -29,7 +29,14 @@ from .call.observer import Observers
 from .call.summary import CallSummary, EslLink
 from .config import Config, ConfigError, Profile
 from .esl.controller import EslController
-from .esl.protocol import EslAuthError, EslConnectError, EslDisconnected, EslError, EslEvent
+from .esl.protocol import (
+    EslAuthError,
+    EslConnectError,
+    EslDisconnected,
+    EslError,
+    EslEvent,
+    parse_channel_dump,
+)
 from .fallback import ChannelWatch, divert, end_politely
 from .fork.server import ForkServer
 from .logs import call_uuid
@@ -259,14 +266,14 @@ class Service:
             uuid = row.get("uuid")
             if not uuid or uuid in self._tasks or row.get("application") != "park":
                 continue
-            try:
-                profile = await self.esl.api(f"uuid_getvar {uuid} {PROFILE_VAR}")
-            except EslError:
-                continue  # hung up meanwhile
-            if profile and profile != "_undef_":
-                self._claim(
-                    uuid, profile.strip(), {"Caller-Caller-ID-Number": row.get("cid_num", "")}
-                )
+            try:  # the variables a CHANNEL_PARK would have carried (profile, overrides, caller)
+                channel = parse_channel_dump(await self.esl.api(f"uuid_dump {uuid}"))
+            except EslError as exc:  # hung up meanwhile (or not a dump: EslProtocolError)
+                log.debug("parked channel %s not read: %s", uuid, exc)
+                continue
+            profile = channel.get(f"variable_{PROFILE_VAR}", "").strip()
+            if profile:
+                self._claim(uuid, profile, channel)
 
     def _on_event(self, ev: EslEvent) -> None:
         uuid = ev.uuid

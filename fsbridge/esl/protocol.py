@@ -30,6 +30,7 @@ __all__ = [
     "check_command",
     "check_reply",
     "event_from_headers",
+    "parse_channel_dump",
     "parse_json_event",
     "parse_plain_event",
     "quote_arg",
@@ -309,6 +310,19 @@ def parse_plain_event(payload: bytes) -> tuple[dict[str, str], str | None]:
             f"event body has {len(rest)} bytes, its Content-Length says {length}"
         )
     return headers, rest[:length].decode("utf-8", errors="replace")
+
+
+def parse_channel_dump(text: str) -> dict[str, str]:
+    """The channel data ``uuid_dump <uuid>`` prints: the headers of a CHANNEL_DATA event.
+
+    Its default format is the event-plain serialization (one ``Name: url-encoded value`` line per
+    header, then a blank line), so the plain parser reads it. The same headers a CHANNEL_PARK
+    carries: ``Unique-ID``, ``Caller-*`` and every channel variable as ``variable_<name>``.
+    """
+    headers, _ = parse_plain_event(text.encode("utf-8"))
+    if "Unique-ID" not in headers:
+        raise EslProtocolError(f"not a channel dump: {text[:60]!r}")
+    return headers
 
 
 def parse_json_event(payload: bytes) -> tuple[dict[str, str], str | None]:

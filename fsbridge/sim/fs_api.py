@@ -19,7 +19,7 @@ from fsbridge.sim.fs_chandata import HANGUP_CAUSES
 from fsbridge.sim.fs_channel import SimChannel
 from fsbridge.sim.fs_core import SimCore
 from fsbridge.sim.fs_fork_api import audio_fork_api, audio_stream_api
-from fsbridge.sim.fs_wire import separate_string
+from fsbridge.sim.fs_wire import separate_string, serialize_event, url_encode
 
 __all__ = ["API_NAMES", "run_api"]
 
@@ -186,6 +186,29 @@ def api_uuid_getvar(core: SimCore, arg: str) -> str:
     if ch is None:
         return NO_CHANNEL
     return ch.variables.get(argv[1], "_undef_")
+
+
+def api_uuid_dump(core: SimCore, arg: str) -> str:
+    """mod_commands' uuid_dump: a CHANNEL_DATA event with the channel's data, serialized.
+
+    ``txt`` (the default; any unknown format too) is switch_event_serialize with url-encoded
+    values, ``plain`` the same unencoded, ``xml`` the event's XML form. (``json`` is not in the
+    mod_commands source we have, so it is not simulated: it falls to ``txt``, as there.)
+    """
+    argv = separate_string(arg, 4)
+    if not argv or not argv[0]:
+        return "-USAGE: <uuid> [format]\n"
+    ch = _locate(core, argv[0])
+    if ch is None:
+        return "-ERR No Such Channel!\n"  # this API's own spelling in mod_commands
+    fmt = argv[1].lower() if len(argv) > 1 else "txt"
+    ev = core.new_event("CHANNEL_DATA")
+    ev.extend(ch.basic_headers())
+    ev.extend(ch.variable_headers())
+    if fmt == "xml":
+        return serialize_event(ev.headers, None, "xml")
+    encode = url_encode if fmt != "plain" else str
+    return "".join(f"{k}: {encode(v)}\n" for k, v in ev.headers if v != "") + "\n"
 
 
 def api_uuid_exists(core: SimCore, arg: str) -> str:
@@ -357,6 +380,7 @@ APIS: dict[str, Callable[[SimCore, str], str]] = {
     "uuid_setvar": api_uuid_setvar,
     "uuid_setvar_multi": api_uuid_setvar_multi,
     "uuid_getvar": api_uuid_getvar,
+    "uuid_dump": api_uuid_dump,
     "uuid_exists": api_uuid_exists,
     "uuid_answer": api_uuid_answer,
     "uuid_send_dtmf": api_uuid_send_dtmf,

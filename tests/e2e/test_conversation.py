@@ -426,6 +426,27 @@ async def test_channel_variables_override_the_profile(
         assert "fsbridge_voice ignored" in b.log()
 
 
+async def test_a_call_parked_before_the_bridge_started_is_claimed_with_its_overrides(
+    tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim
+) -> None:
+    cfg = config(tmp_path, fs, rt, allow_overrides=True)
+    variables = {"fsbridge_voice": "cedar", "fsbridge_instructions": "Be brief: 50% shorter."}
+    parked = await fs.originate(
+        profile="english", variables=variables, caller_audio=caller_audio(0.8)
+    )
+    stranger = await fs.originate(profile=None)  # parked, but not for us
+    async with bridge(tmp_path, cfg) as b:
+        await wait_until(lambda: reply_frames(fs, parked, b.chunk_dir), 10, "the parked call")
+        (update,) = [e for _, e in received(rt, 0, "session.update")]
+        assert update["session"]["audio"]["output"]["voice"] == "cedar"
+        assert update["session"]["instructions"] == "Be brief: 50% shorter."
+        assert commands(fs, parked, "uuid_dump")
+        await hang_up(fs, b, parked)
+        assert fs.channel(stranger).truth.fork is None and len(rt.sessions) == 1
+    (summary,) = summaries(b)
+    assert summary["uuid"] == parked and summary["outcome"] == "hangup"
+
+
 # -- turn taking without server VAD ------------------------------------------------------------------
 async def test_no_server_vad_local_end_of_speech_commits_the_turn(
     tmp_path: Path, fs: FreeSwitchSim, rt: RealtimeSim

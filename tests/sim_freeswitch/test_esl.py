@@ -156,6 +156,22 @@ async def test_show_channels_as_json(gs: GsClient, sim: FreeSwitchSim) -> None:
     assert (await gs.api("show channels")).endswith("\n\n0 total.\n")
 
 
+async def test_uuid_dump_serializes_the_channel_data(gs: GsClient, sim: FreeSwitchSim) -> None:
+    uuid = await sim.originate(
+        profile="default", variables={"fsbridge_instructions": "Be brief: 50% shorter\nplease"}
+    )
+    out = await gs.api(f"uuid_dump {uuid}")
+    assert out.endswith("\n\n")
+    lines = dict(line.split(": ", 1) for line in out.strip("\n").split("\n"))
+    assert lines["Event-Name"] == "CHANNEL_DATA" and lines["Unique-ID"] == uuid
+    assert lines["variable_fsbridge_profile"] == "default"
+    assert lines["variable_fsbridge_instructions"] == "Be%20brief%3A%2050%25%20shorter%0Aplease"
+    plain = await gs.api(f"uuid_dump {uuid} plain")
+    assert "variable_fsbridge_instructions: Be brief: 50% shorter\nplease\n" in plain
+    assert await gs.api("uuid_dump nosuch") == "-ERR No Such Channel!\n"
+    assert await gs.api("uuid_dump") == "-USAGE: <uuid> [format]\n"
+
+
 async def test_variable_apis(gs: GsClient, sim: FreeSwitchSim) -> None:
     uuid = await sim.originate(profile="default")
     assert await gs.api(f"uuid_exists {uuid}") == "true"

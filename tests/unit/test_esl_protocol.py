@@ -23,6 +23,7 @@ from fsbridge.esl.protocol import (
     MAX_HEADER_BYTES,
     bgapi_text,
     check_command,
+    parse_channel_dump,
     parse_plain_event,
     subscribe_text,
 )
@@ -381,3 +382,18 @@ def test_event_repr_hides_headers_and_body() -> None:
 def test_parse_plain_event_without_trailing_blank_line() -> None:
     headers, body = parse_plain_event(b"Event-Name: DTMF\nDTMF-Digit: 5")
     assert headers == {"Event-Name": "DTMF", "DTMF-Digit": "5"} and body is None
+
+
+def test_channel_dump_reads_uuid_dumps_default_format() -> None:
+    text = (
+        "Event-Name: CHANNEL_DATA\nUnique-ID: 4f1c\nCaller-Caller-ID-Number: 1001\n"
+        "variable_fsbridge_profile: sales\n"
+        "variable_fsbridge_instructions: Be%20brief%3A%2050%25%0Aplease\n\n"
+    )
+    channel = parse_channel_dump(text)
+    assert channel["Unique-ID"] == "4f1c" and channel["variable_fsbridge_profile"] == "sales"
+    assert channel["variable_fsbridge_instructions"] == "Be brief: 50%\nplease"
+    with pytest.raises(EslProtocolError, match="not a channel dump"):
+        parse_channel_dump("Event-Name: CHANNEL_DATA\n\n")
+    with pytest.raises(EslProtocolError, match="malformed ESL header line"):
+        parse_channel_dump("no colon here\n\n")
