@@ -114,6 +114,15 @@ class RealtimeConfig(_Model):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra handshake headers.")
     connect_timeout_s: float = Field(10.0, gt=0)
     session_ready_timeout_s: float = Field(10.0, gt=0)
+    reconnect_attempts: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="New sessions tried when one drops mid-call, before the apology.",
+    )
+    reconnect_backoff_s: float = Field(
+        0.25, ge=0, le=10, description="Wait before attempt n+1: n times this (0.25, 0.5, ...)."
+    )
 
 
 class AudioConfig(_Model):
@@ -249,6 +258,11 @@ class Profile(_Model):
     trace: bool = Field(False, description="Write a call trace (traces.dir) for every call.")
     max_call_s: float = Field(3600.0, gt=0)
     max_turns: int | None = Field(None, ge=1)
+    max_turns_goodbye_prompt: str = Field(
+        "The call has reached its time limit. Thank the caller and say a short goodbye.",
+        min_length=1,
+        description="What the model is asked to say when max_turns is reached.",
+    )
 
 
 ASSETS = Path(__file__).parent / "assets"
@@ -305,6 +319,14 @@ class TranscriptsConfig(_Model):
 
 class TracesConfig(_Model):
     dir: str = Field("/var/lib/fsbridge/traces", description="Where call traces are written.")
+    keep: int | None = Field(
+        200, ge=1, description="Keep at most this many finished traces (null: no count limit)."
+    )
+    max_total_mb: float | None = Field(
+        None,
+        gt=0,
+        description="Delete the oldest finished traces while all traces exceed this (MiB).",
+    )
 
 
 class Price(_Model):

@@ -248,6 +248,8 @@ class Call(ConversationMixin, CallerMixin):
                 opener=self._open_realtime,
                 seed=self.transcript.seed_events,
                 renew_after_s=rc.session_renew_s,
+                reconnect_attempts=rc.reconnect_attempts,
+                reconnect_backoff_s=rc.reconnect_backoff_s,
                 backlog_events=max(1, 5000 // window),
                 replay_events=max(1, 400 // window),
             )

@@ -49,7 +49,6 @@ BENIGN_ERRORS = frozenset(
     }
 )
 FAREWELL_TIMEOUT_S = 30.0  # a goodbye that never comes must not keep the call up
-LIMIT_GOODBYE = "The call has reached its time limit. Thank the caller and say a short goodbye."
 
 
 class ConversationMixin:
@@ -321,7 +320,7 @@ class ConversationMixin:
                 await self._send(nxt)
             if self._limit_reached and not self._farewell.armed and self._at_boundary():
                 log.info("max_turns reached: saying goodbye")
-                await self._goodbye("max_turns", LIMIT_GOODBYE)
+                await self._goodbye("max_turns", self.profile.max_turns_goodbye_prompt)
             action, wait = self._watchdog.poll(now, self._idle())
             if action == "prompt":
                 self.summary.prompts += 1

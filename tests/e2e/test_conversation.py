@@ -319,13 +319,14 @@ async def test_server_idle_timeout_counts_as_a_prompt(tmp_path: Path, fs: FreeSw
 
 async def test_max_turns_ends_with_a_goodbye(tmp_path: Path, fs: FreeSwitchSim) -> None:
     async with RealtimeSim(clock=fs.clock, replies=[reply(0.6, "Sure."), reply(0.6, "Bye.")]) as rt:
-        cfg = config(tmp_path, fs, rt, max_turns=1)
+        bye = "TURN LIMIT: thank the caller and say goodbye."
+        cfg = config(tmp_path, fs, rt, max_turns=1, max_turns_goodbye_prompt=bye)
         async with bridge(tmp_path, cfg):
             uuid = await fs.originate(profile="english", caller_audio=caller_audio(0.8))
             await wait_until(hung_up(fs, uuid), 15, "the turn limit to end the call")
             session = rt.sessions[0]
             assert [r.trigger for r in session.responses] == ["vad", "client"]
-            assert "goodbye" in (creates(rt)[-1]["response"]["instructions"] or "")
+            assert creates(rt)[-1]["response"]["instructions"] == bye
             assert creates(rt)[-1]["response"]["metadata"] == {"fsbridge": "goodbye"}
 
 
@@ -755,12 +756,17 @@ async def test_reconnect_after_a_drop_or_expiry(
         assert summary["reconnects"] == 1 and summary["outcome"] == "hangup"
 
 
-async def test_failed_reconnect_apologises_and_hangs_up(tmp_path: Path, fs: FreeSwitchSim) -> None:
+@pytest.mark.parametrize("attempts", [None, 3])
+async def test_failed_reconnect_apologises_and_hangs_up(
+    tmp_path: Path, fs: FreeSwitchSim, attempts: int | None
+) -> None:
     async with RealtimeSim(clock=fs.clock, replies=[reply(0.6, "Hi.")]) as rt:
-        for index in (1, 2, 3):
+        for index in (1, 2, 3, 4, 5):
             rt.inject_fault(index, "drop")  # every new session dies at once
         apology, _ = trimmed_wav(tmp_path, "apology-en-8k.wav", 1.0)
         cfg = config(tmp_path, fs, rt, apology=apology)
+        if attempts is not None:
+            cfg["realtime"].update(reconnect_attempts=attempts, reconnect_backoff_s=0.1)
         async with bridge(tmp_path, cfg):
             uuid = await fs.originate(profile="english")
             ch = fs.channel(uuid)
@@ -768,7 +774,7 @@ async def test_failed_reconnect_apologises_and_hangs_up(tmp_path: Path, fs: Free
             await wait_until(lambda: ch.truth.fork and ch.truth.fork.connected_t, 10, "the fork")
             rt.inject_fault(0, "drop")
             await wait_until(hung_up(fs, uuid), 15, "the hangup")
-            assert len(rt.sessions) == 3  # the first, then two attempts
+            assert len(rt.sessions) == 1 + (attempts or 2)  # the first, then the attempts
             apology = [p for p in ch.truth.playbacks if "apology" in p.path]
             assert apology and apology[0].status == "done"
 

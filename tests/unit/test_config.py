@@ -29,6 +29,8 @@ def test_defaults_give_turkish_default_and_english_profiles() -> None:
         ({"listen": {"public_url": "http://h:80"}}, "ws://"),
         ({"profiles": {}}, "at least one profile"),
         ({"bogus": 1}, "bogus: unknown key"),
+        ({"realtime": {"reconnect_attempts": 0}}, "realtime.reconnect_attempts"),
+        ({"profiles": {"a": {"max_turns_goodbye_prompt": ""}}}, "profiles.a.max_turns_goodbye"),
     ],
 )
 def test_errors_name_the_key(data: dict, needle: str) -> None:

@@ -1,11 +1,16 @@
-"""Call traces: redaction, the files and their audio references, reading back, replay's diff."""
+"""Call traces: redaction, the files, pruning old ones, reading back, replay's diff."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import os
+import shutil
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,11 +20,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import fsbridge.trace as trace_mod
 from fsbridge.audio.wav import read_wav
-from fsbridge.config import Profile, parse_config
+from fsbridge.config import ConfigError, Profile, parse_config
 from fsbridge.esl.protocol import event_from_headers
 from fsbridge.replay import Cmd, commands_of, diff, realtime_sessions
-from fsbridge.trace import REDACTED, CallTrace, Redactor, Trace, TraceError, load_trace
+from fsbridge.trace import (
+    REDACTED,
+    CallTrace,
+    Redactor,
+    Trace,
+    TraceError,
+    load_trace,
+    open_trace_dirs,
+    prune_traces,
+)
 
 API_KEY = "sk-live-abcdef123456"
 ESL_PW = "EslPw-secret-42"
@@ -28,13 +43,13 @@ FORK_PW = "fork-pw-Zq93kLm0"
 UUID = "11111111-2222-3333-4444-555555555555"
 
 
-def config(tmp_path: Path, **profile: Any) -> Any:
+def config(tmp_path: Path, traces: Mapping[str, Any] | None = None, **profile: Any) -> Any:
     return parse_config(
         {
             "realtime": {"api_key": API_KEY, "headers": {"X-Org-Secret": "org-secret-value"}},
             "freeswitch": {"password": ESL_PW, "chunk_dir": str(tmp_path / "chunks")},
             "admin": {"token": ADMIN},
-            "traces": {"dir": str(tmp_path / "traces")},
+            "traces": {"dir": str(tmp_path / "traces"), **(traces or {})},
             "profiles": {"english": {"trace": True, **profile}},
         },
         env={},
@@ -109,8 +124,8 @@ def test_a_learnt_secret_never_survives_in_text(secret: str, before: str, after:
 
 
 # -- the trace files ------------------------------------------------------------------------------
-def record_a_call(tmp_path: Path) -> tuple[Path, bytes, bytes]:
-    cfg = config(tmp_path)
+def record_a_call(tmp_path: Path, cfg: Any = None) -> tuple[Path, bytes, bytes]:
+    cfg = cfg or config(tmp_path)
     call = fake_call(cfg)
     trace = CallTrace(cfg)
     trace.call_started(call)
@@ -232,6 +247,182 @@ def test_unwritable_trace_dir_is_logged_not_raised(tmp_path: Path, caplog: Any) 
     trace = CallTrace(cfg)
     trace.call_started(fake_call(cfg))
     assert trace.path is None and "cannot write the call trace" in caplog.text
+
+
+# -- pruning old traces ---------------------------------------------------------------------------
+def old_trace(base: Path, name: str, age_s: float, size: int = 0) -> Path:
+    """A finished trace last written ``age_s`` ago, ``size`` bytes in all."""
+    d = base / name
+    d.mkdir(parents=True)
+    (d / "caller.wav").write_bytes(b"\0" * size)
+    events = d / "trace.jsonl"
+    events.write_bytes(b"")
+    t = time.time() - age_s
+    os.utime(events, (t, t))
+    os.utime(d, (time.time() - 1000 + age_s,) * 2)  # the directory's own mtime says nothing
+    return d
+
+
+def names(base: Path) -> list[str]:
+    return sorted(p.name for p in base.iterdir())
+
+
+def test_prune_keeps_the_newest_by_trace_jsonl_mtime(tmp_path: Path) -> None:
+    ages = {"e": 50, "a": 40, "d": 30, "b": 20, "c": 10}
+    for name, age in ages.items():
+        old_trace(tmp_path, name, age)
+    removed = prune_traces(tmp_path, 2, None)
+    assert [p.name for p in removed] == ["e", "a", "d"]  # oldest first
+    assert names(tmp_path) == ["b", "c"]
+    assert prune_traces(tmp_path, 2, None) == [] and names(tmp_path) == ["b", "c"]
+    assert prune_traces(tmp_path, None, None) == []
+
+
+def test_prune_by_total_size(tmp_path: Path) -> None:
+    for i, name in enumerate("abcd"):
+        old_trace(tmp_path, name, 40 - i * 10, size=1000)
+    (tmp_path / "d" / "sub").mkdir()
+    (tmp_path / "d" / "sub" / "extra.bin").write_bytes(b"x" * 500)  # nested files count too
+    removed = prune_traces(tmp_path, None, 2600)  # 4500 bytes: a, b go (3500, 2500)
+    assert [p.name for p in removed] == ["a", "b"] and names(tmp_path) == ["c", "d"]
+    removed = prune_traces(tmp_path, 5, 1500)  # under the count, over the size
+    assert [p.name for p in removed] == ["c"] and names(tmp_path) == ["d"]
+    # the newest goes too when it alone is over the limit
+    assert [p.name for p in prune_traces(tmp_path, 5, 1000)] == ["d"] and names(tmp_path) == []
+
+
+def test_prune_both_limits_must_hold(tmp_path: Path) -> None:
+    for i, name in enumerate("abcd"):
+        old_trace(tmp_path, name, 40 - i * 10, size=1000)
+    assert [p.name for p in prune_traces(tmp_path, 3, 10_000)] == ["a"]
+    assert [p.name for p in prune_traces(tmp_path, 3, 1500)] == ["b", "c"]
+
+
+def test_prune_never_deletes_what_is_not_a_trace(tmp_path: Path) -> None:
+    base = tmp_path / "traces"
+    for i, name in enumerate("abc"):
+        old_trace(base, name, 30 - i * 10, size=100)
+    notes = base / "notes"  # an operator's directory, older than every trace
+    notes.mkdir()
+    (notes / "call.txt").write_bytes(b"n" * 10_000)
+    os.utime(notes, (1, 1))
+    (base / "README").write_text("kept by hand")
+    outside = old_trace(tmp_path / "elsewhere", "kept", 999, size=100)
+    (base / "link").symlink_to(outside, target_is_directory=True)
+    removed = prune_traces(base, 1, 1)
+    assert [p.name for p in removed] == ["a", "b", "c"]
+    assert names(base) == ["README", "link", "notes"]
+    assert (notes / "call.txt").exists() and (outside / "trace.jsonl").exists()
+
+
+def test_prune_never_deletes_an_open_trace_but_counts_its_size(tmp_path: Path) -> None:
+    open_dir = old_trace(tmp_path, "open", 100, size=5000)  # the oldest, still being written
+    for i, name in enumerate("abc"):
+        old_trace(tmp_path, name, 30 - i * 10, size=1000)
+    exclude = {tmp_path / "x" / ".." / "open"}  # matched however it is spelt
+    removed = prune_traces(tmp_path, 2, None, exclude=exclude)
+    assert [p.name for p in removed] == ["a"]  # "keep" counts finished traces only
+    assert names(tmp_path) == ["b", "c", "open"]
+    removed = prune_traces(tmp_path, None, 5500, exclude=exclude)  # 7000 bytes with it
+    assert [p.name for p in removed] == ["b", "c"] and names(tmp_path) == ["open"]
+    assert open_dir.exists()
+
+
+def test_prune_tolerates_a_trace_vanishing_meanwhile(tmp_path: Path, monkeypatch: Any) -> None:
+    for i, name in enumerate("abcd"):
+        old_trace(tmp_path, name, 40 - i * 10)
+    real_rmtree = shutil.rmtree
+
+    def racing_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name == "a":
+            real_rmtree(path)  # another instance pruned it first
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(trace_mod.shutil, "rmtree", racing_rmtree)
+    removed = prune_traces(tmp_path, 2, None)
+    assert [p.name for p in removed] == ["b"]  # "a" went, just not by us
+    assert names(tmp_path) == ["c", "d"]
+    assert prune_traces(tmp_path / "missing", 1, None) == []
+
+
+def test_prune_logs_an_undeletable_trace_and_goes_on(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    for i, name in enumerate("abcd"):
+        old_trace(tmp_path, name, 40 - i * 10)
+    real_rmtree = shutil.rmtree
+
+    def stubborn_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name == "a":
+            raise PermissionError(13, "Permission denied", str(path))
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(trace_mod.shutil, "rmtree", stubborn_rmtree)
+    with caplog.at_level(logging.WARNING, logger="fsbridge.trace"):
+        removed = prune_traces(tmp_path, 2, None)
+    assert [p.name for p in removed] == ["b", "c"] and names(tmp_path) == ["a", "d"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cannot delete the old trace" in warnings[0].getMessage()
+
+
+def test_a_finished_call_prunes_the_oldest_traces(tmp_path: Path) -> None:
+    cfg = config(tmp_path, traces={"keep": 2})
+    base = tmp_path / "traces"
+    for i, name in enumerate(["old-1", "old-2", "old-3"]):
+        old_trace(base, name, 300 - i * 100)
+    running = CallTrace(cfg)  # a call still going on, its trace the oldest on disk
+    other = fake_call(cfg)
+    other.uuid = "99999999-2222-3333-4444-555555555555"
+    running.call_started(other)
+    assert running.path is not None and running.path in open_trace_dirs()
+    os.utime(running.path / "trace.jsonl", (1, 1))
+    path, _, _ = record_a_call(tmp_path, cfg)
+    assert names(base) == sorted(["old-3", path.name, other.uuid])
+    running.call_ended(other, summary())  # now finished, and the newest
+    assert running.path not in open_trace_dirs()
+    assert names(base) == sorted([path.name, other.uuid])
+
+
+async def test_pruning_runs_off_the_event_loop(tmp_path: Path, monkeypatch: Any) -> None:
+    cfg = config(tmp_path, traces={"keep": 1, "max_total_mb": 1})
+    base = tmp_path / "traces"
+    old_trace(base, "old", 100)
+    threads: list[int] = []
+    real_prune = trace_mod.prune_traces
+
+    def recording_prune(*args: Any, **kwargs: Any) -> list[Path]:
+        threads.append(threading.get_ident())
+        return real_prune(*args, **kwargs)
+
+    monkeypatch.setattr(trace_mod, "prune_traces", recording_prune)
+    path, _, _ = record_a_call(tmp_path, cfg)
+    assert trace_mod._PRUNING  # scheduled, referenced until done
+    await asyncio.wait_for(asyncio.gather(*trace_mod._PRUNING), 5)
+    assert threads and threads[0] != threading.get_ident()
+    assert names(base) == [path.name]
+
+
+async def test_a_failing_prune_is_logged(tmp_path: Path, monkeypatch: Any, caplog: Any) -> None:
+    def broken(*args: Any, **kwargs: Any) -> list[Path]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(trace_mod, "prune_traces", broken)
+    path, _, _ = record_a_call(tmp_path, config(tmp_path, traces={"keep": 1}))
+    pending = list(trace_mod._PRUNING)
+    await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.sleep(0)  # the done callback runs on the loop
+    assert not trace_mod._PRUNING and "pruning the traces failed" in caplog.text
+    assert path.exists()
+
+
+def test_trace_retention_config() -> None:
+    cfg = parse_config({}, env={})
+    assert cfg.traces.keep == 200 and cfg.traces.max_total_mb is None
+    cfg = parse_config({"traces": {"keep": None, "max_total_mb": 500}}, env={})
+    assert cfg.traces.keep is None and cfg.traces.max_total_mb == 500.0
+    for bad in ({"keep": 0}, {"max_total_mb": 0}):
+        with pytest.raises(ConfigError, match="traces"):
+            parse_config({"traces": bad}, env={})
 
 
 # -- replay's comparison ----------------------------------------------------------------------------
