@@ -330,7 +330,7 @@ class TracesConfig(_Model):
 
 
 class Price(_Model):
-    """USD per 1M tokens."""
+    """USD per 1M tokens (and per minute of audio, for models billed by duration)."""
 
     text_in: float = 4.0
     text_cached: float = 0.4
@@ -338,11 +338,16 @@ class Price(_Model):
     audio_in: float = 32.0
     audio_cached: float = 0.4
     audio_out: float = 64.0
+    audio_minute: float | None = Field(
+        None, ge=0, description="USD per minute, for transcription billed by duration (whisper-1)."
+    )
 
 
 _MINI = dict(
     text_in=0.6, text_cached=0.06, text_out=2.4, audio_in=10.0, audio_cached=0.3, audio_out=20.0
 )
+
+_ASR = dict(text_cached=0.0, audio_cached=0.0, audio_out=0.0)
 
 
 def default_prices() -> dict[str, Price]:
@@ -352,6 +357,10 @@ def default_prices() -> dict[str, Price]:
         "gpt-realtime-2": Price(text_out=24.0),
         "gpt-realtime-mini": Price(**_MINI),
         "gpt-realtime-2.1-mini": Price(**_MINI),
+        # input transcription (profile.transcription.model), billed apart from the responses
+        "gpt-4o-transcribe": Price(**_ASR, text_in=2.5, text_out=10.0, audio_in=6.0),
+        "gpt-4o-mini-transcribe": Price(**_ASR, text_in=1.25, text_out=5.0, audio_in=3.0),
+        "whisper-1": Price(**_ASR, text_in=0.0, text_out=0.0, audio_in=0.0, audio_minute=0.006),
     }
 
 

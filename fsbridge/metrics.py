@@ -33,7 +33,7 @@ from prometheus_client import (
 
 from . import __version__
 from .call.observer import CallObserver
-from .call.usage import UsageTotals, price_for
+from .call.usage import TranscriptionTotals, UsageTotals, price_for
 from .config import Price
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class Metrics:
         )
         self.cost = Counter(
             "fsbridge_cost_usd",
-            "Estimated Realtime cost (config 'prices'), by model",
+            "Estimated cost (config 'prices'), by model: Realtime responses and input transcription",
             ["model"],
             registry=r,
         )
@@ -205,6 +205,7 @@ class CallMetrics(CallObserver):
         self.model = model
         self.price = price_for(metrics.prices, model)
         self.totals = UsageTotals()
+        self.transcription_cost = 0.0  # USD, counted under the transcription model's name
         self.last_first_audio_ms: float | None = None
         self.last_bridge_ms: float | None = None
         self._speech_end_t: float | None = None
@@ -267,7 +268,9 @@ class CallMetrics(CallObserver):
 
     @property
     def cost_usd(self) -> float | None:
-        return self.totals.cost_usd(self.price) if self.price is not None else None
+        if self.price is None:
+            return None
+        return self.totals.cost_usd(self.price) + self.transcription_cost
 
     def usage(self, call: Call, usage: dict[str, Any]) -> None:
         one = UsageTotals()
@@ -278,6 +281,18 @@ class CallMetrics(CallObserver):
                 self.m.tokens.labels(kind).inc(n)
         if self.price is not None:
             self.m.cost.labels(self.model).inc(one.cost_usd(self.price))
+
+    def transcription_usage(self, call: Call, usage: dict[str, Any]) -> None:
+        asr = call.profile.transcription
+        price = price_for(self.m.prices, asr.model) if asr is not None else None
+        if price is None:
+            return
+        one = TranscriptionTotals()
+        one.add(usage)
+        cost = one.cost_usd(price)
+        if cost:
+            self.transcription_cost += cost
+            self.m.cost.labels(asr.model).inc(cost)
 
     # -- playback
     def reply_heard(self, call: Call, reply: ReplyStats) -> None:

@@ -45,7 +45,7 @@ from .summary import CallSummary, EslLink, ObservedEsl
 from .tools import ToolRunner
 from .transcript import Transcript
 from .uplink import UplinkStats
-from .usage import UsageTotals, price_for
+from .usage import TranscriptionTotals, UsageTotals, price_for
 from .watchdog import Farewell, Watchdog
 
 __all__ = ["BENIGN_ERRORS", "Call", "CallSummary", "EslLink"]
@@ -87,6 +87,9 @@ class Call(ConversationMixin, CallerMixin):
         self.transcript = Transcript()
         self.usage = UsageTotals()
         self._price = price_for(config.prices, self.model)
+        self.transcription_usage = TranscriptionTotals()
+        asr = self.profile.transcription
+        self._asr_price = price_for(config.prices, asr.model) if asr is not None else None
         tdir = config.transcripts.dir
         self.transcript_path = Path(tdir) / f"{uuid}.jsonl" if tdir else None
         self._hungup = asyncio.Event()
@@ -462,8 +465,11 @@ class Call(ConversationMixin, CallerMixin):
                 log.error("cannot write the transcript %s: %s", self.transcript_path, exc)
         s.transcript_turns = self.transcript.count()
         s.tokens_in, s.tokens_out = self.usage.input_tokens, self.usage.output_tokens
-        if self._price is not None:
-            s.cost_usd = round(self.usage.cost_usd(self._price), 6)
+        if self.transcription_usage.items:
+            s.transcription = self.transcription_usage.as_dict()
+        total, asr = self.costs_usd()
+        s.cost_usd = round(total, 6) if total is not None else None
+        s.transcription_cost_usd = round(asr, 6) if asr is not None else None
         s.duration_s = round(time.monotonic() - self.started, 3)
         s.first_audio_ms = [
             round(r.first_audio_latency_ms, 1)

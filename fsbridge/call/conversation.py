@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .summary import CallSummary, EslLink
     from .tools import ToolRunner
     from .transcript import Transcript
-    from .usage import UsageTotals
+    from .usage import TranscriptionTotals, UsageTotals
     from .watchdog import Farewell, Watchdog
 
 __all__ = ["BENIGN_ERRORS", "ConversationMixin"]
@@ -67,6 +67,8 @@ class ConversationMixin:
     transcript_path: Path | None
     usage: UsageTotals
     _price: Price | None
+    transcription_usage: TranscriptionTotals
+    _asr_price: Price | None
     _link: RealtimeLink | None
     _responses: ResponseQueue
     _farewell: Farewell
@@ -173,6 +175,10 @@ class ConversationMixin:
             self.transcript.user_audio(ev.item_id, self._t())
         elif isinstance(ev, rtp.InputTranscript):
             self.transcript.user_text(ev.item_id, ev.transcript, self._t())
+            if ev.usage:
+                self.transcription_usage.add(ev.usage)
+                self.observer.transcription_usage(self, ev.usage)
+                self._vars_dirty.set()
         elif isinstance(ev, rtp.AudioDone):
             self.playout.audio_done(ev.item_id)
         elif isinstance(ev, rtp.TranscriptDone):
@@ -376,9 +382,21 @@ class ConversationMixin:
         out["fsbridge_turns"] = str(self.summary.turns)
         out["fsbridge_tokens_in"] = str(self.usage.input_tokens)
         out["fsbridge_tokens_out"] = str(self.usage.output_tokens)
-        if self._price is not None:
-            out["fsbridge_cost_usd"] = f"{self.usage.cost_usd(self._price):.6f}"
+        total, asr = self.costs_usd()
+        if total is not None:
+            out["fsbridge_cost_usd"] = f"{total:.6f}"
+        if asr is not None:
+            out["fsbridge_transcription_cost_usd"] = f"{asr:.6f}"
         return out
+
+    def costs_usd(self) -> tuple[float | None, float | None]:
+        """(whole call, of which input transcription) in USD; None where there is no price."""
+        asr = None
+        if self._asr_price is not None and self.transcription_usage.items:
+            asr = self.transcription_usage.cost_usd(self._asr_price)
+        if self._price is None:
+            return None, asr
+        return self.usage.cost_usd(self._price) + (asr or 0.0), asr
 
     async def _vars_loop(self) -> None:
         """After every turn, while the channel is up (it is gone after the hangup)."""

@@ -48,7 +48,9 @@ class CallSummary:
     usage: dict[str, int] = field(default_factory=dict)
     tokens_in: int = 0
     tokens_out: int = 0
-    cost_usd: float | None = None
+    cost_usd: float | None = None  # responses + input transcription (when it has a price)
+    transcription: dict[str, Any] | None = None
+    transcription_cost_usd: float | None = None
     transcript: str | None = None
     transcript_turns: int = 0
     sessions: int = 1

@@ -8,8 +8,10 @@ of the input tokens and cost the cached price (reference, section 11):
          + (audio_in - cached_audio) * audio_in$ + cached_audio * audio_cached$
          + text_out * text_out$ + audio_out * audio_out$            (prices per 1M tokens)
 
-Prices come from ``config.prices[model]`` (never from code). Image tokens and the input
-transcription's own usage have no price in the config and are not counted. Pure.
+Prices come from ``config.prices[model]`` (never from code). Image tokens have no price and are
+not counted. The input transcription is billed apart, at the ASR model's price, from the ``usage``
+of each ``conversation.item.input_audio_transcription.completed``: tokens (``gpt-4o-transcribe``
+and its mini) or seconds (``whisper-1``) — :class:`TranscriptionTotals`. Pure.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from ..config import Price
 
-__all__ = ["UsageTotals", "price_for"]
+__all__ = ["TranscriptionTotals", "UsageTotals", "price_for"]
 
 
 def _int(obj: Any, key: str) -> int:
@@ -89,6 +91,46 @@ class UsageTotals:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+@dataclass
+class TranscriptionTotals:
+    """The input transcription's usage summed over one call's transcribed turns."""
+
+    items: int = 0
+    audio_in: int = 0
+    text_in: int = 0  # the transcription prompt
+    text_out: int = 0
+    seconds: float = 0.0
+
+    def add(self, usage: Mapping[str, Any] | None) -> None:
+        """Add one ``input_audio_transcription.completed`` usage; odd fields count as zero."""
+        if not isinstance(usage, Mapping):
+            return
+        self.items += 1
+        if usage.get("type") == "duration":
+            secs = usage.get("seconds")
+            if isinstance(secs, int | float) and not isinstance(secs, bool) and secs > 0:
+                self.seconds += float(secs)
+            return
+        details = usage.get("input_token_details")
+        if isinstance(details, Mapping):
+            self.audio_in += _int(details, "audio_tokens")
+            self.text_in += _int(details, "text_tokens")
+        else:  # no split: transcription input is audio
+            self.audio_in += _int(usage, "input_tokens")
+        self.text_out += _int(usage, "output_tokens")
+
+    def cost_usd(self, price: Price) -> float | None:
+        """USD at ``price``; None when part of the usage cannot be priced (seconds, no rate)."""
+        if self.seconds and price.audio_minute is None:
+            return None
+        tokens = self.audio_in * price.audio_in + self.text_in * price.text_in
+        tokens += self.text_out * price.text_out
+        return tokens / 1_000_000 + self.seconds / 60.0 * (price.audio_minute or 0.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 def price_for(prices: Mapping[str, Price], model: str) -> Price | None:

@@ -109,6 +109,7 @@ class TranscriptDone:
 class InputTranscript:
     item_id: str
     transcript: str
+    usage: dict | None = None  # billed apart from responses; absent or odd: None, never an error
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,11 @@ class _Fields:
             raise self._bad(key, "an object")
         return _Fields(val, self.type)
 
+    def loose_dict(self, key: str) -> dict | None:
+        """An optional object whose absence or odd shape must not cost the event."""
+        val = self.obj.get(key)
+        return dict(val) if isinstance(val, Mapping) else None
+
     def opt_dict(self, key: str) -> dict | None:
         val = self.obj.get(key)
         if val is not None and not isinstance(val, Mapping):
@@ -285,7 +291,7 @@ _PARSERS: dict[str, Callable[[_Fields], ServerEvent]] = {
         f.text("response_id"), f.text("item_id"), f.text("transcript")
     ),
     "conversation.item.input_audio_transcription.completed": lambda f: InputTranscript(
-        f.text("item_id"), f.text("transcript")
+        f.text("item_id"), f.text("transcript"), f.loose_dict("usage")
     ),
     "response.output_item.done": _output_item_done,
     "conversation.item.truncated": lambda f: ItemTruncated(

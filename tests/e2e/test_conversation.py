@@ -612,7 +612,9 @@ async def test_transcript_file_and_cdr_variables(tmp_path: Path, fs: FreeSwitchS
                 10,
                 "the reply",
             )
-            await wait_until(lambda: "fsbridge_cost_usd" in ch.variables, 5, "CDR variables")
+            await wait_until(
+                lambda: "fsbridge_transcription_cost_usd" in ch.variables, 5, "CDR variables"
+            )
             setvars = commands(fs, uuid, "uuid_setvar_multi")
             assert any("fsbridge_turns=1" in c.text for c in setvars)
             await hang_up(fs, b, uuid)
@@ -631,10 +633,26 @@ async def test_transcript_file_and_cdr_variables(tmp_path: Path, fs: FreeSwitchS
         assert ch.variables["fsbridge_turns"] == "1"
         assert ch.variables["fsbridge_tokens_in"] == str(usage["input_tokens"])
         assert ch.variables["fsbridge_tokens_out"] == str(usage["output_tokens"])
-        cost = expected_cost([usage])
+        (asr_usage,) = [
+            e["usage"]
+            for _, e in rt.sessions[0].sent
+            if e["type"] == "conversation.item.input_audio_transcription.completed"
+        ]
+        # gpt-4o-mini-transcribe, USD / 1M: audio in 3, text in 1.25, text out 5
+        details = asr_usage["input_token_details"]
+        asr = details["audio_tokens"] * 3.0 + details["text_tokens"] * 1.25
+        asr = (asr + asr_usage["output_tokens"] * 5.0) / 1e6
+        assert asr > 0
+        cost = expected_cost([usage]) + asr
         assert float(ch.variables["fsbridge_cost_usd"]) == pytest.approx(cost, abs=1e-6)
+        assert float(ch.variables["fsbridge_transcription_cost_usd"]) == pytest.approx(
+            asr, abs=1e-6
+        )
         (summary,) = summaries(b)
         assert summary["cost_usd"] == pytest.approx(cost, abs=1e-6)
+        assert summary["transcription_cost_usd"] == pytest.approx(asr, abs=1e-6)
+        assert summary["transcription"]["items"] == 1
+        assert summary["transcription"]["audio_in"] == details["audio_tokens"]
         assert summary["transcript"] == str(path) and summary["transcript_turns"] == 2
 
 

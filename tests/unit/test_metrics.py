@@ -186,6 +186,22 @@ def test_barge_in_truncation_errors_usage_uplink() -> None:
     )
 
 
+def test_transcription_cost_is_counted_under_the_transcription_model() -> None:
+    m = Metrics(default_prices())
+    obs = m.call_observer("gpt-realtime")
+    call = fake_call()
+    call.profile = SimpleNamespace(transcription=SimpleNamespace(model="gpt-4o-transcribe"))
+    obs.usage(call, GA_USAGE)
+    realtime = obs.cost_usd
+    obs.transcription_usage(call, {"type": "tokens", "input_tokens": 100, "output_tokens": 20})
+    asr = (100 * 6.0 + 20 * 10.0) / 1e6  # gpt-4o-transcribe: 6 audio in, 10 text out per 1M
+    assert sample(m, "fsbridge_cost_usd_total", model="gpt-4o-transcribe") == pytest.approx(asr)
+    assert obs.cost_usd == pytest.approx(realtime + asr)
+    call.profile = SimpleNamespace(transcription=SimpleNamespace(model="asr-with-no-price"))
+    obs.transcription_usage(call, {"type": "tokens", "input_tokens": 100, "output_tokens": 20})
+    assert obs.cost_usd == pytest.approx(realtime + asr)
+
+
 def test_unknown_model_counts_tokens_but_no_cost() -> None:
     m = Metrics(default_prices())
     obs = m.call_observer("not-priced")

@@ -511,7 +511,11 @@ CASES: list[tuple[dict[str, Any], Any]] = [
             "transcript": "Merhaba, siparişim nerede?",
             "usage": {"type": "duration", "seconds": 2.4},
         },
-        InputTranscript("item_CDj6wu9DkbWLm6CYtl3cS", "Merhaba, siparişim nerede?"),
+        InputTranscript(
+            "item_CDj6wu9DkbWLm6CYtl3cS",
+            "Merhaba, siparişim nerede?",
+            {"type": "duration", "seconds": 2.4},
+        ),
     ),
     (
         # The completed function_call item is where a tool runs (one event per call_id).
@@ -820,3 +824,17 @@ def test_audio_delta_round_trip(audio: bytes) -> None:
     payload = {**CASES[6][0], "delta": base64.b64encode(audio).decode()}
     event = parse_server_event(payload)
     assert isinstance(event, AudioDelta) and event.audio == audio
+
+
+def test_an_odd_transcription_usage_does_not_cost_the_transcript() -> None:
+    ev = parse_server_event(
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "event_id": "e1",
+            "item_id": "item_1",
+            "content_index": 0,
+            "transcript": "Hello",
+            "usage": "n/a",
+        }
+    )
+    assert ev == InputTranscript("item_1", "Hello", None)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fsbridge.call.transcript import Transcript, cut_to_fraction, format_setvars
-from fsbridge.call.usage import UsageTotals, price_for
+from fsbridge.call.usage import TranscriptionTotals, UsageTotals, price_for
 from fsbridge.config import Price, default_prices
 from tests.openai_schema import validate_client_event
 
@@ -168,3 +168,23 @@ def test_price_lookup_by_model_and_snapshot() -> None:
 def test_setvars_argument() -> None:
     text = format_setvars({"fsbridge_turns": "3", "fsbridge_transcript": "/a;b/c.jsonl"})
     assert text == "fsbridge_turns=3;fsbridge_transcript=/a,b/c.jsonl"
+
+
+def test_transcription_usage_by_tokens_and_by_duration() -> None:
+    prices = default_prices()
+    t = TranscriptionTotals()
+    tokens = {"type": "tokens", "input_tokens": 60, "output_tokens": 9, "total_tokens": 69,
+              "input_token_details": {"text_tokens": 10, "audio_tokens": 50}}  # fmt: skip
+    t.add(tokens)
+    t.add({"type": "tokens", "input_tokens": 40, "output_tokens": 5})  # no split: audio
+    t.add(None)  # no usage: not a transcription we can count
+    assert (t.items, t.audio_in, t.text_in, t.text_out, t.seconds) == (2, 90, 10, 14, 0.0)
+    mini = prices["gpt-4o-mini-transcribe"]  # 3 audio, 1.25 text in, 5 text out per 1M
+    assert t.cost_usd(mini) == pytest.approx((90 * 3.0 + 10 * 1.25 + 14 * 5.0) / 1e6)
+    w = TranscriptionTotals()
+    w.add({"type": "duration", "seconds": 2.4})
+    w.add({"type": "duration", "seconds": "lots"})  # odd: counts as an item of 0 s
+    assert (w.items, w.seconds) == (2, 2.4)
+    assert w.cost_usd(prices["whisper-1"]) == pytest.approx(2.4 / 60 * 0.006)
+    assert w.cost_usd(Price()) is None  # seconds with no per-minute rate: not priced
+    assert w.as_dict()["seconds"] == 2.4
