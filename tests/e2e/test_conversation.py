@@ -43,6 +43,12 @@ pytestmark = pytest.mark.slow
 PROMPT = "WATCHDOG PROMPT: ask whether the caller is still there."
 GOODBYE = "WATCHDOG GOODBYE: say a short goodbye."
 GREET = "GREETING: greet the caller."
+ONE_PROMPT_WATCHDOG = {
+    "silence_s": 0.5,
+    "max_prompts": 1,
+    "prompt": PROMPT,
+    "goodbye_prompt": GOODBYE,
+}
 
 
 # -- set-up ----------------------------------------------------------------------------------------
@@ -246,10 +252,7 @@ async def test_watchdog_prompts_then_ends_the_call_after_the_goodbye_was_heard(
 ) -> None:
     replies = [reply(0.6, "Are you still there?"), reply(0.8, "Goodbye!")]
     async with RealtimeSim(clock=fs.clock, replies=replies) as rt:
-        cfg = config(
-            tmp_path, fs, rt,
-            watchdog={"silence_s": 0.5, "max_prompts": 1, "prompt": PROMPT, "goodbye_prompt": GOODBYE},
-        )  # fmt: skip
+        cfg = config(tmp_path, fs, rt, watchdog=ONE_PROMPT_WATCHDOG)
         async with bridge(tmp_path, cfg) as b:
             uuid = await fs.originate(profile="english")
             ch = fs.channel(uuid)
@@ -279,10 +282,7 @@ async def test_a_call_ending_keeps_its_outcome_when_the_service_stops_meanwhile(
         FreeSwitchSim(password="ClueCon", api_delays={"uuid_kill": 3.0}) as fs,
         RealtimeSim(clock=fs.clock, replies=[reply(0.6, "Still there?"), reply(0.6, "Bye.")]) as rt,
     ):
-        cfg = config(
-            tmp_path, fs, rt,
-            watchdog={"silence_s": 0.5, "max_prompts": 1, "prompt": PROMPT, "goodbye_prompt": GOODBYE},
-        )  # fmt: skip
+        cfg = config(tmp_path, fs, rt, watchdog=ONE_PROMPT_WATCHDOG)
         async with bridge(tmp_path, cfg) as b:
             uuid = await fs.originate(profile="english")
             await wait_until(lambda: commands(fs, uuid, "uuid_kill"), 15, "the final uuid_kill")

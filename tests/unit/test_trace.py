@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import fsbridge.trace as trace_mod
+import fsbridge.trace_retention as retention
 from fsbridge.audio.wav import read_wav
 from fsbridge.config import ConfigError, Profile, parse_config
 from fsbridge.esl.protocol import event_from_headers
@@ -32,9 +32,8 @@ from fsbridge.trace import (
     Trace,
     TraceError,
     load_trace,
-    open_trace_dirs,
-    prune_traces,
 )
+from fsbridge.trace_retention import open_trace_dirs, prune_traces
 
 API_KEY = "sk-live-abcdef123456"
 ESL_PW = "EslPw-secret-42"
@@ -338,7 +337,7 @@ def test_prune_tolerates_a_trace_vanishing_meanwhile(tmp_path: Path, monkeypatch
             real_rmtree(path)  # another instance pruned it first
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(trace_mod.shutil, "rmtree", racing_rmtree)
+    monkeypatch.setattr(retention.shutil, "rmtree", racing_rmtree)
     removed = prune_traces(tmp_path, 2, None)
     assert [p.name for p in removed] == ["b"]  # "a" went, just not by us
     assert names(tmp_path) == ["c", "d"]
@@ -357,7 +356,7 @@ def test_prune_logs_an_undeletable_trace_and_goes_on(
             raise PermissionError(13, "Permission denied", str(path))
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(trace_mod.shutil, "rmtree", stubborn_rmtree)
+    monkeypatch.setattr(retention.shutil, "rmtree", stubborn_rmtree)
     with caplog.at_level(logging.WARNING, logger="fsbridge.trace"):
         removed = prune_traces(tmp_path, 2, None)
     assert [p.name for p in removed] == ["b", "c"] and names(tmp_path) == ["a", "d"]
@@ -388,16 +387,16 @@ async def test_pruning_runs_off_the_event_loop(tmp_path: Path, monkeypatch: Any)
     base = tmp_path / "traces"
     old_trace(base, "old", 100)
     threads: list[int] = []
-    real_prune = trace_mod.prune_traces
+    real_prune = retention.prune_traces
 
     def recording_prune(*args: Any, **kwargs: Any) -> list[Path]:
         threads.append(threading.get_ident())
         return real_prune(*args, **kwargs)
 
-    monkeypatch.setattr(trace_mod, "prune_traces", recording_prune)
+    monkeypatch.setattr(retention, "prune_traces", recording_prune)
     path, _, _ = record_a_call(tmp_path, cfg)
-    assert trace_mod._PRUNING  # scheduled, referenced until done
-    await asyncio.wait_for(asyncio.gather(*trace_mod._PRUNING), 5)
+    assert retention._PRUNING  # scheduled, referenced until done
+    await asyncio.wait_for(asyncio.gather(*retention._PRUNING), 5)
     assert threads and threads[0] != threading.get_ident()
     assert names(base) == [path.name]
 
@@ -406,12 +405,12 @@ async def test_a_failing_prune_is_logged(tmp_path: Path, monkeypatch: Any, caplo
     def broken(*args: Any, **kwargs: Any) -> list[Path]:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(trace_mod, "prune_traces", broken)
+    monkeypatch.setattr(retention, "prune_traces", broken)
     path, _, _ = record_a_call(tmp_path, config(tmp_path, traces={"keep": 1}))
-    pending = list(trace_mod._PRUNING)
+    pending = list(retention._PRUNING)
     await asyncio.gather(*pending, return_exceptions=True)
     await asyncio.sleep(0)  # the done callback runs on the loop
-    assert not trace_mod._PRUNING and "pruning the traces failed" in caplog.text
+    assert not retention._PRUNING and "pruning the traces failed" in caplog.text
     assert path.exists()
 
 
