@@ -126,7 +126,9 @@ class Call(ConversationMixin, CallerMixin):
             rate=self.rate,
             chunk_dir=self.chunk_dir,
             player=self.player,
-            policy=ChunkPolicy(pb.first_chunk_ms, pb.min_chunk_ms, pb.max_chunk_ms, pb.queue_ahead),
+            policy=ChunkPolicy(
+                pb.first_chunk_ms, pb.min_chunk_ms, pb.max_chunk_ms, pb.queue_ahead, pb.cut_ahead_ms
+            ),
             resampler=make_resampler(24000, self.rate, config.audio.resampler),
             on_truncate=self._send_truncate,
             on_reply_heard=lambda r: self.observer.reply_heard(self, r),
@@ -325,7 +327,8 @@ class Call(ConversationMixin, CallerMixin):
         if name == "fork_closed" and self._stream is not None:
             # FreeSWITCH closes the fork when the caller hangs up; the ESL event may come second
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hungup.wait(), FORK_CLOSE_GRACE_S)
+                async with asyncio.timeout(FORK_CLOSE_GRACE_S):
+                    await self._hungup.wait()
         if self._hungup.is_set():
             return "hangup"
         if name == "fork_closed" and self._stream is None:
@@ -454,7 +457,8 @@ class Call(ConversationMixin, CallerMixin):
                 else "uuid_audio_stream"
             )
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(self.esl.api(f"{cmd} {self.uuid} stop"), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self.esl.api(f"{cmd} {self.uuid} stop")
         shutil.rmtree(self.chunk_dir, ignore_errors=True)
         s = self.summary
         if self.transcript_path is not None:

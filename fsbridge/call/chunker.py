@@ -7,8 +7,11 @@ must start soon, or the caller waits. The policy:
 * the first file of a reply is cut as soon as ``first_ms`` of audio has arrived (whole frames of
   it: the resampler may still hold a few ms back);
 * after that, files are cut only while fewer than ``1 + queue_ahead`` files are pending (playing or
-  queued), and each takes everything accumulated (at least ``min_ms``, at most ``max_ms``), so the
-  file count grows with the playback time, not with the delivery rate;
+  queued) and, with ``cut_ahead_ms``, only once the audio still ahead of the new file is down to
+  that much; each takes everything accumulated (at least ``min_ms``, at most ``max_ms``). Cutting
+  as late as is safe lets each file take all that arrived while the one before it played, so when
+  the model is faster than real time the files grow geometrically (at 4x: 200, 320, 1280 ms, ...)
+  and the file count grows with the playback time, not with the delivery rate;
 * if nothing is pending at all (an underrun: the model is slower than real time), whatever whole
   frames there are go out at once, since silence is already audible;
 * at the end of the item everything left goes out (in files of at most ``max_ms``), the last
@@ -33,6 +36,7 @@ class ChunkPolicy:
     min_ms: int = 200
     max_ms: int = 4000
     queue_ahead: int = 1
+    cut_ahead_ms: int | None = 120  # None: cut as soon as a file may be queued
 
 
 class Chunker:
@@ -76,12 +80,15 @@ class Chunker:
         self._buf.clear()
         self._finished = True
 
-    def take(self, pending_files: int, received_ms: float | None = None) -> bytes | None:
+    def take(
+        self, pending_files: int, received_ms: float | None = None, pending_ms: float = 0.0
+    ) -> bytes | None:
         """The next chunk to queue, given how many files are playing or queued, or None.
 
         ``received_ms`` is how much of the item has arrived (before resampling). The first file
         is due once ``first_ms`` has arrived, even if the resampler still holds a few ms of it
-        back: waiting for them would cost a whole further delta of latency.
+        back: waiting for them would cost a whole further delta of latency. ``pending_ms`` is
+        the audio still ahead of a file queued now (see ``cut_ahead_ms``).
         """
         whole = len(self._buf) - len(self._buf) % self._frame_bytes
         if self._finished:
@@ -96,11 +103,18 @@ class Chunker:
             return None
         if pending_files == 0 and whole > 0:
             return self._cut(min(whole, self._ms_to_bytes(self.policy.max_ms)))
-        if pending_files < 1 + self.policy.queue_ahead and whole >= self._ms_to_bytes(
-            self.policy.min_ms
-        ):
+        if not self.wants_cut(pending_files, pending_ms):
+            return None
+        if whole >= self._ms_to_bytes(self.policy.min_ms):
             return self._cut(min(whole, self._ms_to_bytes(self.policy.max_ms)))
         return None
+
+    def wants_cut(self, pending_files: int, pending_ms: float) -> bool:
+        """Whether a later file may be queued now (given enough audio for one)."""
+        if pending_files >= 1 + self.policy.queue_ahead:
+            return False
+        ahead = self.policy.cut_ahead_ms
+        return ahead is None or pending_ms <= ahead
 
     def _cut(self, n: int, pad: bool = False) -> bytes:
         out = bytes(self._buf[:n])

@@ -301,9 +301,15 @@ class Playout:
                         self._quiet_until if now < self._quiet_until else self._settle_deadline
                     )
                     timeout = max(0.001, wake_at - now)
+            cut_in = self._next_cut_in()
+            if cut_in is not None:
+                timeout = cut_in if timeout is None else min(timeout, cut_in)
             if timeout != 0.0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that comes
+                # as the wake is set, and this loop would outlive its call.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             self._wake.clear()
             if self._rebreak:
                 self._rebreak = False
@@ -311,6 +317,21 @@ class Playout:
             if self._truncate_items and self._settled():
                 await self._send_truncates()
             await self._queue_ready_chunks()
+
+    @property
+    def _lead_in_ms(self) -> float:
+        return self._lead_in_s * 1000 if self.player.method == "broadcast" else 0.0
+
+    def _next_cut_in(self) -> float | None:
+        """Seconds until audio waiting in the chunker may be cut (``cut_ahead_ms``), if it waits
+        for that: no new delta may come to wake us (the reply is faster than real time)."""
+        chunker, ahead = self._chunker, self.policy.cut_ahead_ms
+        if chunker is None or ahead is None or not chunker.has_audio:
+            return None
+        if self.ledger.pending_count() >= 1 + self.policy.queue_ahead:
+            return None  # a PLAYBACK_STOP wakes us
+        wait_ms = self.ledger.pending_ms(self._clock(), self._lead_in_ms) - ahead
+        return max(0.001, wait_ms / 1000) if wait_ms > 0 else None
 
     def _settled(self) -> bool:
         now = self._clock()
@@ -337,7 +358,8 @@ class Playout:
         while True:
             offset_ms = chunker.emitted_ms
             received_ms = self._received.get(self._item_id or "", 0) / 48
-            pcm = chunker.take(self.ledger.pending_count(), received_ms)
+            pending_ms = self.ledger.pending_ms(self._clock(), self._lead_in_ms)
+            pcm = chunker.take(self.ledger.pending_count(), received_ms, pending_ms)
             if pcm is None:
                 return
             self._seq += 1

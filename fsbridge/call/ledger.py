@@ -87,6 +87,18 @@ class PlayedLedger:
     def pending_count(self) -> int:
         return sum(1 for c in self._chunks.values() if c.pending)
 
+    def pending_ms(self, now: float, lead_in_ms: float = 0.0) -> float:
+        """Audio still ahead of a file queued now: the rest of the playing chunk and every queued
+        one (each after its ``lead_in_ms``). Only an estimate: ``start_t`` is when we heard of
+        PLAYBACK_START, a little after FreeSWITCH fired it."""
+        ahead = 0.0
+        for c in self._chunks.values():
+            if c.state == "playing" and c.start_t is not None:
+                ahead += max(0.0, c.duration_ms - (now - c.start_t) * 1000)
+            elif c.state == "queued":
+                ahead += lead_in_ms + c.duration_ms
+        return ahead
+
     def playing(self) -> Chunk | None:
         for c in self._chunks.values():
             if c.state == "playing":

@@ -101,7 +101,8 @@ class ForkStream:
         except Exception as exc:  # the peer may already be gone
             log.debug("fork %r close: %s", self.uuid, exc)
         try:
-            await asyncio.wait_for(self._finished.wait(), self._close_timeout)
+            async with asyncio.timeout(self._close_timeout):
+                await self._finished.wait()
         except TimeoutError:
             self._abort()
 
@@ -226,7 +227,8 @@ class ForkServer:
         slot = self._slots.get(uuid)
         if slot is None:
             raise KeyError(f"no fork expected for {uuid!r}; call expect() first")
-        await asyncio.wait_for(slot.connected.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await slot.connected.wait()
         if slot.forgotten or slot.stream is None:
             raise KeyError(f"the fork for {uuid!r} was forgotten")
         return slot.stream

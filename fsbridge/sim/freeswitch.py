@@ -213,7 +213,8 @@ class FreeSwitchSim:
         """The caller hangs up; returns once CHANNEL_DESTROY has been fired."""
         ch = self.channel(uuid)
         ch.request_hangup(cause)
-        await asyncio.wait_for(ch.hung_up.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await ch.hung_up.wait()
 
     async def send_dtmf(self, uuid: str, digits: str) -> None:
         """The caller presses keys (DTMF events, one per digit)."""

@@ -162,9 +162,8 @@ class EslConnection:
             while not self._closing:
                 try:
                     if first:
-                        data = await asyncio.wait_for(
-                            self.reader.read(65536), FIRST_COMMAND_TIMEOUT
-                        )
+                        async with asyncio.timeout(FIRST_COMMAND_TIMEOUT):
+                            data = await self.reader.read(65536)
                     else:
                         data = await self.reader.read(65536)
                 except TimeoutError:

@@ -192,8 +192,8 @@ class ForkSession:
         protocols = (self.core.settings.fork_subprotocol,) if self.drachtio else ()
         origin = self.host if self.drachtio else f"http://{self.host}:{self.port}"
         try:
-            ws = await asyncio.wait_for(
-                http.ws_connect(
+            async with asyncio.timeout(self.core.settings.fork_connect_timeout_s):
+                ws = await http.ws_connect(
                     url,
                     protocols=protocols,
                     headers=self.headers,
@@ -205,9 +205,7 @@ class ForkSession:
                     timeout=aiohttp.ClientWSTimeout(
                         ws_receive=None, ws_close=self.core.settings.fork_close_timeout_s
                     ),
-                ),
-                self.core.settings.fork_connect_timeout_s,
-            )
+                )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 401:
                 raise ConnectFailed("HS: ws upgrade unauthorized", 6) from None
@@ -263,9 +261,8 @@ class ForkSession:
             await asyncio.gather(receiver, return_exceptions=True)
             if not ws.closed:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        ws.close(code=1000), self.core.settings.fork_close_timeout_s
-                    )
+                    async with asyncio.timeout(self.core.settings.fork_close_timeout_s):
+                        await ws.close(code=1000)
                 rec.close_code, rec.closed_by = 1000, rec.closed_by or "us"
             rec.closed_t = rec.closed_t or self.core.now()
             self.state = "closed"

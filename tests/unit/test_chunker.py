@@ -44,6 +44,21 @@ def test_keeps_one_file_queued_ahead_then_coalesces() -> None:
     assert chunk is not None and len(chunk) == 50 * FRAME
 
 
+def test_cut_ahead_waits_until_the_audio_ahead_runs_low() -> None:
+    c = Chunker(RATE, ChunkPolicy(first_ms=200, min_ms=200, cut_ahead_ms=120))
+    c.push(ms(200))
+    assert c.take(0) is not None
+    c.push(ms(600))
+    assert c.take(1, pending_ms=200) is None  # 200 ms still ahead: more may arrive meanwhile
+    assert not c.wants_cut(1, 121) and c.wants_cut(1, 120) and not c.wants_cut(2, 0)
+    c.push(ms(300))
+    chunk = c.take(1, pending_ms=110)
+    assert chunk is not None and len(chunk) == 45 * FRAME  # all 900 ms in one file
+    c.push(ms(100))
+    assert c.take(1, pending_ms=110) is None  # due, but less than min_ms: wait for audio
+    assert c.take(0, pending_ms=0) is not None  # underrun: what there is
+
+
 def test_underrun_sends_what_there_is() -> None:
     c = Chunker(RATE, ChunkPolicy(first_ms=200, min_ms=400))
     c.push(ms(200))

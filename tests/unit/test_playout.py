@@ -62,7 +62,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Callable[..., Rig]]:
     """Makes a Playout with its run() task, owned here: cancelled and awaited at the end."""
     tasks: list[asyncio.Task[None]] = []
 
-    def make(method: str = "sendmsg", settle_timeout_s: float = 0.5) -> Rig:
+    def make(
+        method: str = "sendmsg", settle_timeout_s: float = 0.5, cut_ahead_ms: int | None = None
+    ) -> Rig:
+        """``cut_ahead_ms`` None by default: most tests here want a file queued ahead at once."""
         player = FakePlayer(method)
         clock = Clock()
         truncs: list[Truncation] = []
@@ -74,7 +77,9 @@ async def rig(tmp_path: Path) -> AsyncIterator[Callable[..., Rig]]:
             rate=8000,
             chunk_dir=tmp_path / f"call{len(tasks)}",
             player=player,  # type: ignore[arg-type]
-            policy=ChunkPolicy(first_ms=200, min_ms=200, max_ms=4000, queue_ahead=1),
+            policy=ChunkPolicy(
+                first_ms=200, min_ms=200, max_ms=4000, queue_ahead=1, cut_ahead_ms=cut_ahead_ms
+            ),
             resampler=make_resampler(24000, 8000, "samplerate"),
             on_truncate=on_truncate,
             lead_in_s=0.1,
@@ -135,6 +140,56 @@ async def test_chunks_queue_in_order_and_files_are_deleted_after_playing(rig) ->
     r.playout.audio_done("item_1")
     await settle()
     assert r.playout.replies["resp_1"].files >= 3
+
+
+async def test_the_next_file_is_cut_late_and_takes_all_that_arrived(rig) -> None:
+    r = rig(cut_ahead_ms=120)
+    r.playout.audio("resp_1", "item_1", ms24(300))
+    await settle()
+    r.playout.playback_started("c1")  # 280 ms (6 ms held by the resampler)
+    r.playout.audio("resp_1", "item_1", ms24(600))
+    await settle()
+    assert [c for c, _ in r.player.played] == ["c1"]  # 280 ms ahead: too early to cut
+    r.clock.t += 0.15  # 130 ms left of c1
+    r.playout.audio("resp_1", "item_1", ms24(100))
+    await settle()
+    assert [c for c, _ in r.player.played] == ["c1"]
+    r.clock.t += 0.02  # 110 ms left: the next file is due, with no delta to wake the loop
+    await asyncio.sleep(0.03)  # the loop's own timer (real time, at most the 10 ms it computed)
+    assert [c for c, _ in r.player.played] == ["c1", "c2"]
+    c2 = r.playout.ledger.get("c2")
+    assert c2 is not None and c2.duration_ms == 700  # all that arrived, in whole frames
+
+
+async def test_cut_ahead_counts_the_broadcast_lead_in(rig) -> None:
+    r = rig("broadcast", cut_ahead_ms=120)
+    r.playout.audio("resp_1", "item_1", ms24(300))
+    await settle()
+    assert r.playout.ledger.pending_ms(r.clock.t, 100.0) == pytest.approx(380)  # lead-in + 280
+    r.playout.playback_started("c1")
+    r.clock.t += 0.1
+    assert r.playout.ledger.pending_ms(r.clock.t, 100.0) == pytest.approx(180)
+
+
+async def test_run_ends_when_cancelled_as_it_is_woken(tmp_path: Path) -> None:
+    # Python 3.11's wait_for swallows a cancel that comes with the wake: the loop would live on.
+    async def on_truncate(t: Truncation) -> None: ...
+
+    playout = Playout(
+        rate=8000, chunk_dir=tmp_path / "c", player=FakePlayer(),  # type: ignore[arg-type]
+        policy=ChunkPolicy(), resampler=make_resampler(24000, 8000, "samplerate"),
+        on_truncate=on_truncate,
+    )  # fmt: skip
+    task = asyncio.create_task(playout.run())
+    playout.audio("resp_1", "item_1", ms24(300))
+    await settle()
+    playout.playback_started("c1")
+    playout.audio("resp_1", "item_1", ms24(100))  # waits for its cut time: a timed wait
+    await settle()
+    playout.playback_started("c1")  # sets the wake...
+    task.cancel()  # ...as the call ends
+    done, _ = await asyncio.wait({task}, timeout=1.0)
+    assert done and task.cancelled()
 
 
 async def test_barge_in_truncates_to_what_was_heard(rig) -> None:
