@@ -41,14 +41,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .esl.protocol import EslEvent
 
-__all__ = [
-    "REDACTED",
-    "CallTrace",
-    "Redactor",
-    "Trace",
-    "TraceWriter",
-    "load_trace",
-]
+__all__ = ["REDACTED", "CallTrace", "Redactor", "Trace", "TraceWriter", "load_trace"]
 
 log = logging.getLogger("fsbridge.trace")
 
