@@ -146,7 +146,7 @@ class PlaybackConfig(_Model):
     max_chunk_ms: int = Field(4000, ge=100, le=60000, multiple_of=20, description="Largest file.")
     queue_ahead: int = Field(1, ge=1, le=5, description="Files kept queued behind the playing one.")
     cut_ahead_ms: int | None = Field(
-        120,
+        80,
         ge=20,
         le=2000,
         description="Queue the next file when this much audio is left ahead of it (bigger files, "

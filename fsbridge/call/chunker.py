@@ -10,7 +10,7 @@ must start soon, or the caller waits. The policy:
   queued) and, with ``cut_ahead_ms``, only once the audio still ahead of the new file is down to
   that much; each takes everything accumulated (at least ``min_ms``, at most ``max_ms``). Cutting
   as late as is safe lets each file take all that arrived while the one before it played, so when
-  the model is faster than real time the files grow geometrically (at 4x: 200, 320, 1280 ms, ...)
+  the model is faster than real time the files grow geometrically (at 4x: 180, 400, 1600 ms, ...)
   and the file count grows with the playback time, not with the delivery rate;
 * if nothing is pending at all (an underrun: the model is slower than real time), whatever whole
   frames there are go out at once, since silence is already audible;
@@ -36,7 +36,7 @@ class ChunkPolicy:
     min_ms: int = 200
     max_ms: int = 4000
     queue_ahead: int = 1
-    cut_ahead_ms: int | None = 120  # None: cut as soon as a file may be queued
+    cut_ahead_ms: int | None = 80  # None: cut as soon as a file may be queued
 
 
 class Chunker:

@@ -612,8 +612,14 @@ async def test_transcript_file_and_cdr_variables(tmp_path: Path, fs: FreeSwitchS
                 10,
                 "the reply",
             )
-            await wait_until(
-                lambda: "fsbridge_transcription_cost_usd" in ch.variables, 5, "CDR variables"
+            final = str(rt.sessions[0].responses[0].usage["input_tokens"])
+            await wait_until(  # set after the response and after the transcription, in any order
+                lambda: (
+                    ch.variables.get("fsbridge_tokens_in") == final
+                    and "fsbridge_transcription_cost_usd" in ch.variables
+                ),
+                5,
+                "CDR variables",
             )
             setvars = commands(fs, uuid, "uuid_setvar_multi")
             assert any("fsbridge_turns=1" in c.text for c in setvars)
