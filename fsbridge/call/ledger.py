@@ -88,16 +88,17 @@ class PlayedLedger:
         return sum(1 for c in self._chunks.values() if c.pending)
 
     def pending_ms(self, now: float, lead_in_ms: float = 0.0) -> float:
-        """Audio still ahead of a file queued now: the rest of the playing chunk and every queued
-        one (each after its ``lead_in_ms``). Only an estimate: ``start_t`` is when we heard of
-        PLAYBACK_START, a little after FreeSWITCH fired it."""
-        ahead = 0.0
+        """Audio still ahead of a file queued now, on an estimated timeline: a playing chunk ends
+        ``duration`` after its PLAYBACK_START; a queued one starts when the one before it ends,
+        or ``lead_in_ms`` after it was queued if that is later. A START that reaches us late must
+        not hold the next file back, so a queued chunk ages from when it was queued."""
+        end = float("-inf")
         for c in self._chunks.values():
             if c.state == "playing" and c.start_t is not None:
-                ahead += max(0.0, c.duration_ms - (now - c.start_t) * 1000)
+                end = max(end, c.start_t + c.duration_ms / 1000)
             elif c.state == "queued":
-                ahead += lead_in_ms + c.duration_ms
-        return ahead
+                end = max(end, c.queued_t + lead_in_ms / 1000) + c.duration_ms / 1000
+        return max(0.0, (end - now) * 1000)
 
     def playing(self) -> Chunk | None:
         for c in self._chunks.values():

@@ -171,6 +171,25 @@ async def test_cut_ahead_counts_the_broadcast_lead_in(rig) -> None:
     assert r.playout.ledger.pending_ms(r.clock.t, 100.0) == pytest.approx(180)
 
 
+async def test_a_late_playback_start_does_not_hold_the_next_file_back(rig) -> None:
+    r = rig(cut_ahead_ms=80)
+    r.playout.audio("resp_1", "item_1", ms24(300))
+    await settle()
+    assert [c for c, _ in r.player.played] == ["c1"]  # 280 ms, queued at t; no START comes
+    r.playout.audio("resp_1", "item_1", ms24(300))
+    await settle()
+    assert [c for c, _ in r.player.played] == ["c1"]  # 280 ms ahead by the queue time
+    r.clock.t += 0.21  # c1 would have 70 ms left, had it started when queued
+    r.playout.audio("resp_1", "item_1", ms24(20))
+    await settle()
+    assert [c for c, _ in r.player.played] == ["c1", "c2"]
+    ledger = r.playout.ledger
+    # a queued chunk starts when the one before it ends: c2 after c1's 70 ms
+    c2 = ledger.get("c2")
+    assert c2 is not None
+    assert ledger.pending_ms(r.clock.t) == pytest.approx(70 + c2.duration_ms)
+
+
 async def test_run_ends_when_cancelled_as_it_is_woken(tmp_path: Path) -> None:
     # Python 3.11's wait_for swallows a cancel that comes with the wake: the loop would live on.
     async def on_truncate(t: Truncation) -> None: ...
