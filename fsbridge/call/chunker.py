@@ -116,6 +116,15 @@ class Chunker:
         ahead = self.policy.cut_ahead_ms
         return ahead is None or pending_ms <= ahead
 
+    def cut_wait_ms(self, pending_files: int, pending_ms: float) -> float | None:
+        """How long buffered audio waits for ``cut_ahead_ms`` alone, or None if it does not
+        (nothing buffered, no such wait, or the queue is full: a PLAYBACK_STOP ends that)."""
+        ahead = self.policy.cut_ahead_ms
+        if ahead is None or not self._buf or pending_files >= 1 + self.policy.queue_ahead:
+            return None
+        wait = pending_ms - ahead
+        return wait if wait > 0 else None
+
     def _cut(self, n: int, pad: bool = False) -> bytes:
         out = bytes(self._buf[:n])
         del self._buf[:n]

@@ -325,13 +325,11 @@ class Playout:
     def _next_cut_in(self) -> float | None:
         """Seconds until audio waiting in the chunker may be cut (``cut_ahead_ms``), if it waits
         for that: no new delta may come to wake us (the reply is faster than real time)."""
-        chunker, ahead = self._chunker, self.policy.cut_ahead_ms
-        if chunker is None or ahead is None or not chunker.has_audio:
+        if self._chunker is None:
             return None
-        if self.ledger.pending_count() >= 1 + self.policy.queue_ahead:
-            return None  # a PLAYBACK_STOP wakes us
-        wait_ms = self.ledger.pending_ms(self._clock(), self._lead_in_ms) - ahead
-        return max(0.001, wait_ms / 1000) if wait_ms > 0 else None
+        pending_ms = self.ledger.pending_ms(self._clock(), self._lead_in_ms)
+        wait_ms = self._chunker.cut_wait_ms(self.ledger.pending_count(), pending_ms)
+        return max(0.001, wait_ms / 1000) if wait_ms is not None else None
 
     def _settled(self) -> bool:
         now = self._clock()
