@@ -54,6 +54,7 @@ log = logging.getLogger("fsbridge.call")
 
 CallState = Literal["starting", "greeting", "listening", "speaking", "transferring", "ended"]
 FORK_CLOSE_GRACE_S = 0.5  # how long a closed fork waits for the hangup event that explains it
+TOOL_SETTLE_S = 1.0  # how long a transferred call lets a running tool deliver its result
 
 
 class Call(ConversationMixin, CallerMixin):
@@ -437,6 +438,11 @@ class Call(ConversationMixin, CallerMixin):
     async def _cleanup(self, rt_task: asyncio.Task) -> None:
         self.state = "ended"
         self.fork_server.forget(self.uuid)
+        if self.summary.outcome == "transferred" and self._tasks:
+            # The channel can leave park before the uuid_transfer reply comes back (FreeSWITCH
+            # sends the two independently): let the tool that made the transfer answer it, so
+            # the transcript and the trace end with its result.
+            await asyncio.wait(set(self._tasks), timeout=TOOL_SETTLE_S)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

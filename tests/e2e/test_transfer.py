@@ -33,13 +33,19 @@ async def test_transfer_call_tool_hands_the_channel_over(
             ch = fs.channel(uuid)
             await wait_until(lambda: ch.transferred_to == "1000", 20, "the transfer")
             session = rt.sessions[0]
-            outputs = [
-                e
-                for _, e in session.received
-                if e["type"] == "conversation.item.create"
-                and e["item"]["type"] == "function_call_output"
-            ]
-            assert len(outputs) == 1 and '"ok": true' in outputs[0]["item"]["output"]
+
+            def outputs() -> list[dict]:
+                return [
+                    e
+                    for _, e in session.received
+                    if e["type"] == "conversation.item.create"
+                    and e["item"]["type"] == "function_call_output"
+                ]
+
+            # The channel may leave park before the uuid_transfer reply is read: the tool still
+            # answers the model before the session closes.
+            await wait_until(lambda: outputs(), 5, "the tool's output")
+            assert len(outputs()) == 1 and '"ok": true' in outputs()[0]["item"]["output"]
             await wait_until(lambda: session.closed.is_set(), 10, "the Realtime session to close")
             await wait_until(
                 lambda: ch.truth.fork is not None and ch.truth.fork.closed_t is not None,
