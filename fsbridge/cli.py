@@ -57,6 +57,12 @@ def _serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, on_signal)
         await service.run(stop)
+        # Stopped: a signal now (systemd or a script repeating SIGTERM) must not turn the clean
+        # exit into a kill while asyncio tears down.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
     asyncio.run(run())
     return 0

@@ -189,9 +189,15 @@ class Service:
         try:
             task.cancel()  # the call stops the fork, closes the model session, removes its files
             await asyncio.gather(task, return_exceptions=True)
+            if call.ending and call.summary.outcome == "transferred":
+                return  # the channel left park before the drain came: it is not ours any more
             with contextlib.suppress(EslError):
                 if (await self.esl.api(f"uuid_exists {uuid}")).strip() != "true":
                     return
+            if call.ending:  # it was hanging up on its own: finish that, no goodbye on top
+                with contextlib.suppress(EslError):
+                    await self.esl.api(f"uuid_kill {uuid} NORMAL_CLEARING")
+                return
             action = await end_politely(self.esl, watch, uuid, call.profile)
             self.metrics.fallbacks.labels("drain", action).inc()
             log.info("call ended by the drain", extra={"fields": {"action": action}})

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from ..aio import run_to_end
 from ..audio.resample import make_resampler
 from ..audio.wav import WavError, read_wav
 from ..config import Config, Profile
@@ -82,6 +83,7 @@ class Call(ConversationMixin, CallerMixin):
         self.state: CallState = "starting"
         self.started = time.monotonic()
         self.summary = CallSummary(uuid, profile_name)
+        self.ending = False  # the outcome is decided; what is left is hanging up and cleaning up
         self.observer = observer or CallObserver()
         self.model = self.profile.model or config.realtime.model
         self.digits = ""  # every key the caller pressed, for tools
@@ -237,13 +239,12 @@ class Call(ConversationMixin, CallerMixin):
             verb = "applied" if note.applied else "ignored"
             log.log(level, "channel override %s %s: %s", note.variable, verb, note.detail)
         rt_task = asyncio.create_task(self._open_realtime(), name=f"rt-open-{self.uuid[:8]}")
-        decided = False
         try:
             await self._start_fork_and_greeting()
             try:
                 conn = await rt_task
             except OPEN_ERRORS as exc:
-                self.summary.outcome, decided = "realtime_failed", True
+                self.summary.outcome, self.ending = "realtime_failed", True
                 log.error("realtime session could not start: %s", exc)
                 await self._play_and_hang_up(self.profile.apology, "apology")
                 return self.summary
@@ -265,7 +266,7 @@ class Call(ConversationMixin, CallerMixin):
                 await self._ask(self.profile.greeting_prompt, "greeting")
             reason = await self._converse()
             self.summary.outcome = self._end_reason if reason == "ended" else reason
-            decided = True
+            self.ending = True
             if reason in ("realtime_closed", "fork_failed"):
                 await self._play_and_hang_up(self.profile.apology, "apology")
             elif reason == "max_duration":
@@ -273,7 +274,7 @@ class Call(ConversationMixin, CallerMixin):
             elif reason not in ("hangup", "transferred"):
                 await self._hang_up()
         except asyncio.CancelledError:
-            if not decided:  # a call already ending keeps the reason it ended for
+            if not self.ending:  # a call already ending keeps the reason it ended for
                 self.summary.outcome = "service_stopped"
             raise
         except EslError as exc:
@@ -285,8 +286,17 @@ class Call(ConversationMixin, CallerMixin):
             log.exception("call failed")
             await self._hang_up()
         finally:
-            await self._cleanup(rt_task)
+            await self._finish(rt_task)
         return self.summary
+
+    async def _finish(self, rt_task: asyncio.Task) -> None:
+        """The cleanup, run to its end even if the call is cancelled meanwhile.
+
+        The service cancels a call that outlives the drain, possibly while it is already cleaning
+        up; an interrupted cleanup would lose the summary, leave the call counted as active and its
+        trace open. Every step of the cleanup is bounded, so waiting for it is too.
+        """
+        await run_to_end(self._cleanup(rt_task), f"cleanup-{self.uuid[:8]}")
 
     async def _converse(self) -> str:
         """Run the coroutines until the first of them (or the hangup) ends the call."""

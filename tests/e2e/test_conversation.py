@@ -292,6 +292,32 @@ async def test_a_call_ending_keeps_its_outcome_when_the_service_stops_meanwhile(
         assert summary["outcome"] == "no_input"
 
 
+async def test_a_call_stopped_while_it_cleans_up_still_ends_cleanly(tmp_path: Path) -> None:
+    # Someone transfers the channel away; FreeSWITCH is slow to stop the fork; SIGTERM (no drain
+    # time) cancels the call in the middle of its cleanup. The cleanup still runs to its end and the
+    # drain leaves the transferred channel alone.
+    async with (
+        FreeSwitchSim(password="ClueCon", api_delays={"uuid_audio_fork": 1.0}) as fs,
+        RealtimeSim(clock=fs.clock) as rt,
+    ):
+        cfg = config(tmp_path, fs, rt)
+        async with bridge(tmp_path, cfg) as b:
+            uuid = await fs.originate(profile="english")
+            ch = fs.channel(uuid)
+            await wait_until(lambda: ch.truth.fork is not None, 15, "the fork")
+            ch.request_transfer("1000", "XML", "default")
+            stop_cmd = f"uuid_audio_fork {uuid} stop"
+            await wait_until(lambda: commands(fs, uuid, stop_cmd), 10, "the fork stop")
+            b.proc.send_signal(signal.SIGTERM)
+            await wait_until(lambda: summaries(b), 10, "the summary")
+        (summary,) = summaries(b)
+        assert summary["outcome"] == "transferred"
+        assert rt.sessions[0].closed.is_set()
+        assert not ch.hung_up.is_set()
+        assert not commands(fs, uuid, "uuid_kill") and not commands(fs, uuid, "uuid_broadcast")
+        assert not (tmp_path / "chunks" / uuid).exists()
+
+
 async def test_server_idle_timeout_counts_as_a_prompt(tmp_path: Path, fs: FreeSwitchSim) -> None:
     replies = [reply(0.5, "Hi!"), reply(0.5, "Still there?"), reply(0.5, "Hm?"), reply(0.6, "Bye!")]
     async with RealtimeSim(clock=fs.clock, replies=replies) as rt:
