@@ -403,6 +403,11 @@ class Call(ConversationMixin, CallerMixin):
         if self._rt is None:
             return
         await self._rt.send(rtp.item_truncate(t.item_id, t.audio_end_ms))
+        # The transcript keeps what the caller heard, known here; the server's
+        # conversation.item.truncated confirms it later, unless the call ends first.
+        self.transcript.truncated(
+            t.item_id, t.audio_end_ms, self._item_bytes.get(t.item_id, 0) / 48
+        )
         self.observer.truncated(self, t)
         log.info(
             "truncated reply to what was heard",
