@@ -286,17 +286,11 @@ class Call(ConversationMixin, CallerMixin):
             log.exception("call failed")
             await self._hang_up()
         finally:
-            await self._finish(rt_task)
+            # The service cancels a call that outlives the drain, maybe while it cleans up; an
+            # interrupted cleanup would lose the summary, leave the call counted as active and
+            # its trace open. Every step of it is bounded, so it runs to its end.
+            await run_to_end(self._cleanup(rt_task), f"cleanup-{self.uuid[:8]}")
         return self.summary
-
-    async def _finish(self, rt_task: asyncio.Task) -> None:
-        """The cleanup, run to its end even if the call is cancelled meanwhile.
-
-        The service cancels a call that outlives the drain, possibly while it is already cleaning
-        up; an interrupted cleanup would lose the summary, leave the call counted as active and its
-        trace open. Every step of the cleanup is bounded, so waiting for it is too.
-        """
-        await run_to_end(self._cleanup(rt_task), f"cleanup-{self.uuid[:8]}")
 
     async def _converse(self) -> str:
         """Run the coroutines until the first of them (or the hangup) ends the call."""
