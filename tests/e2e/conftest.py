@@ -65,6 +65,19 @@ async def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> None
         await asyncio.sleep(0.02)
 
 
+async def wait_no_calls(bridge: Bridge, timeout: float = 10.0) -> None:
+    """Until the bridge's ``/calls`` is empty: a call leaves it once its cleanup is over, an ESL
+    round trip or so after its fork and Realtime session have closed."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(bridge.base + "/calls") as resp:
+                if await resp.json() == []:
+                    return
+            assert time.monotonic() < deadline, "call still listed in /calls"
+            await asyncio.sleep(0.05)
+
+
 async def wait_ready(bridge: Bridge, timeout: float = 15.0, status: int = 200) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import pytest
 
 from fsbridge.sim.freeswitch import FreeSwitchSim
 from fsbridge.sim.realtime import RealtimeSim
 from tests.audio_checks import aligned, best_lag, correlation, resample_ref, snr_db
-from tests.e2e.conftest import asset, base_config, start_bridge, stop_bridge, wait_ready, wait_until
+from tests.e2e.conftest import (
+    asset,
+    base_config,
+    start_bridge,
+    stop_bridge,
+    wait_no_calls,
+    wait_ready,
+    wait_until,
+)
 from tests.openai_schema import validate_client_event
 
 pytestmark = pytest.mark.slow
@@ -98,16 +103,7 @@ async def test_greeting_question_answer_hangup(
         await fs.hangup(uuid)
         await wait_until(lambda: session.closed.is_set(), 10, "the Realtime session to close")
         await wait_until(lambda: ch.truth.fork.closed_t is not None, 10, "the fork to close")
-        async with aiohttp.ClientSession() as http:
-
-            async def no_calls() -> bool:
-                async with http.get(bridge.base + "/calls") as resp:
-                    return await resp.json() == []
-
-            deadline = time.monotonic() + 10
-            while not await no_calls():
-                assert time.monotonic() < deadline, "call still listed after hangup"
-                await asyncio.sleep(0.05)
+        await wait_no_calls(bridge)
         await wait_until(lambda: not (bridge.chunk_dir / uuid).exists(), 10, "chunk dir removal")
         assert list(bridge.chunk_dir.iterdir()) == []
     finally:

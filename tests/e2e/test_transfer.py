@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from fsbridge.sim.clock import SimClock
 from fsbridge.sim.freeswitch import FreeSwitchSim
 from fsbridge.sim.realtime import FunctionCallReply, RealtimeSim
-from tests.e2e.conftest import asset, base_config, start_bridge, stop_bridge, wait_ready, wait_until
+from tests.e2e.conftest import (
+    asset,
+    base_config,
+    start_bridge,
+    stop_bridge,
+    wait_no_calls,
+    wait_ready,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -53,18 +59,7 @@ async def test_transfer_call_tool_hands_the_channel_over(
                 10,
                 "the fork to stop",
             )
-            # The call leaves /calls when its cleanup is over, an ESL round trip after the fork.
-            async with aiohttp.ClientSession() as http:
-
-                async def calls() -> list:
-                    async with http.get(bridge.base + "/calls") as resp:
-                        return await resp.json()
-
-                for _ in range(100):
-                    if await calls() == []:
-                        break
-                    await asyncio.sleep(0.05)
-                assert await calls() == []
+            await wait_no_calls(bridge)
             assert not ch.hung_up.is_set()  # handed over, not hung up
             assert not any(f"uuid_kill {uuid}" in c.text for c in fs.commands)
         finally:
